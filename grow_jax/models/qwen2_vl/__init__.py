@@ -1,0 +1,1 @@
+"""grow_jax.models.qwen2_vl."""
