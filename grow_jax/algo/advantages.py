@@ -1,0 +1,222 @@
+"""Advantage estimators for one rollout group (host side, numpy).
+
+One group = G episodes of the same task and world seed. Every estimator takes
+``rewards``: a list of G 1-D float arrays, ``rewards[i][t]`` the reward received after
+decision t of episode i (episode i has H_i >= 1 decisions), and returns per-decision
+advantages with the same ragged shape (a list of float64 arrays). Select one by name:
+
+    adv = estimate("grow", rewards, gamma=0.995)
+
+Formulas, defaults and which choices are ours: docs/algorithms.md.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Hashable, Sequence
+
+import numpy as np
+
+from grow_jax.algo.registry import Registry
+
+ESTIMATORS = Registry("advantage estimator")
+register = ESTIMATORS.register
+
+Group = list[np.ndarray]
+
+
+def estimate(name: str, rewards: Sequence[Any], **params: Any) -> Group:
+    """Per-decision advantages of one group with the estimator registered as `name`."""
+    return ESTIMATORS.call(name, _as_group(rewards, "rewards"), **params)
+
+
+def estimator_names() -> tuple[str, ...]:
+    return ESTIMATORS.names()
+
+
+def estimator_params(name: str) -> dict[str, Any]:
+    """Parameters of estimator `name` with their defaults (`registry.REQUIRED` if none)."""
+    return ESTIMATORS.params(name)
+
+
+def drop_zero_advantage(advantages: Sequence[Any], tol: float = 1e-8) -> Group:
+    """Boolean mask per decision, True where |advantage| < tol (samples that carry no signal).
+
+    Such a sample adds nothing to the policy-gradient term (only to KL/entropy terms and to
+    a token-mean denominator); dropping them, e.g. every decision of an all-fail group,
+    saves compute and was found to help (docs/algorithms.md).
+    """
+    if tol < 0:
+        raise ValueError(f"drop_zero_advantage: tol must be >= 0, got {tol}")
+    return [np.abs(a) < tol for a in _as_group(advantages, "advantages")]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _as_group(x: Sequence[Any], what: str) -> Group:
+    """Validates a ragged group: non-empty, each entry 1-D, non-empty and finite."""
+    if isinstance(x, np.ndarray) and x.ndim != 2:
+        raise ValueError(f"{what}: expected a list of 1-D arrays (one per episode), got an "
+                         f"array of shape {x.shape}")
+    if len(x) == 0:
+        raise ValueError(f"{what}: empty group (need at least one episode)")
+    out = []
+    for i, r in enumerate(x):
+        a = np.asarray(r, dtype=np.float64)
+        if a.ndim != 1 or a.size == 0:
+            raise ValueError(f"{what}[{i}]: expected a non-empty 1-D array, got shape {a.shape}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"{what}[{i}]: contains non-finite values")
+        out.append(a)
+    return out
+
+
+def _check(cond: bool, name: str, msg: str) -> None:
+    if not cond:
+        raise ValueError(f"advantage estimator {name!r}: {msg}")
+
+
+def _check_common(name: str, eps: float, normalize_std: bool, gamma: float | None = None):
+    _check(eps >= 0, name, f"eps must be >= 0, got {eps}")
+    _check(isinstance(normalize_std, (bool, np.bool_)), name,
+           f"normalize_std must be a bool, got {normalize_std!r}")
+    if gamma is not None:
+        _check(0.0 < gamma <= 1.0, name, f"gamma must be in (0, 1], got {gamma}")
+
+
+def _normalize(x: np.ndarray, normalize_std: bool, eps: float) -> np.ndarray:
+    """(x - mean) / (std + eps) (population std), or x - mean. All-equal x -> exactly 0."""
+    if np.all(x == x[0]):
+        return np.zeros_like(x)
+    centered = x - x.mean()
+    return centered / (x.std() + eps) if normalize_std else centered
+
+
+def _split(flat: np.ndarray, like: Group) -> Group:
+    return np.split(flat, np.cumsum([len(r) for r in like])[:-1])
+
+
+def discounted_return_to_go(r: np.ndarray, gamma: float) -> np.ndarray:
+    """out[t] = sum_{k>=t} gamma^(k-t) r[k]."""
+    out = np.empty_like(r, dtype=np.float64)
+    acc = 0.0
+    for t in range(len(r) - 1, -1, -1):
+        acc = r[t] + gamma * acc
+        out[t] = acc
+    return out
+
+
+def _trajectory_advantage(rewards: Group, normalize_std: bool, eps: float) -> Group:
+    """GRPO over the G episode returns, broadcast to every decision of each episode."""
+    adv = _normalize(np.array([r.sum() for r in rewards]), normalize_std, eps)
+    return [np.full(len(r), a) for r, a in zip(rewards, adv)]
+
+
+# -------------------------------------------------------------------------- estimators
+
+
+@register("grow")
+def grow(rewards: Group, *, gamma: float = 0.995, return_type: str = "outcome",
+         normalize_std: bool = True, eps: float = 1e-6) -> Group:
+    """GROW: discounted per-decision rewards, normalized over all decisions of the group.
+
+    outcome:    r_{i,t} = gamma^(H_i-1-t) * R_i,  R_i = sum_t rewards[i][t]
+    discounted: r_{i,t} = sum_{k>=t} gamma^(k-t) rewards[i][k]
+    (identical when the only non-zero reward is the last one).
+    """
+    _check_common("grow", eps, normalize_std, gamma)
+    _check(return_type in ("outcome", "discounted"), "grow",
+           f"return_type must be 'outcome' or 'discounted', got {return_type!r}")
+    if return_type == "outcome":
+        per = [gamma ** np.arange(len(r) - 1, -1, -1, dtype=np.float64) * r.sum()
+               for r in rewards]
+    else:
+        per = [discounted_return_to_go(r, gamma) for r in rewards]
+    return _split(_normalize(np.concatenate(per), normalize_std, eps), rewards)
+
+
+@register("grpo_traj")
+def grpo_traj(rewards: Group, *, normalize_std: bool = True, eps: float = 1e-6) -> Group:
+    """Trajectory GRPO: (R_i - mean_R) / (std_R + eps), the same for every decision of episode i."""
+    _check_common("grpo_traj", eps, normalize_std)
+    return _trajectory_advantage(rewards, normalize_std, eps)
+
+
+@register("tgrpo")
+def tgrpo(rewards: Group, *, alpha1: float = 1.0, alpha2: float = 1.0,
+          normalize_std: bool = True, eps: float = 1e-6) -> Group:
+    """TGRPO (arXiv 2506.08440): alpha1 * step advantage + alpha2 * trajectory advantage.
+
+    Step advantage at decision t: rewards[.][t] normalized across the episodes that have a
+    decision t (an index reached by one episode only gets 0).
+    """
+    _check_common("tgrpo", eps, normalize_std)
+    step = [np.zeros(len(r)) for r in rewards]
+    for t in range(max(len(r) for r in rewards)):
+        idx = [i for i, r in enumerate(rewards) if len(r) > t]
+        norm = _normalize(np.array([rewards[i][t] for i in idx]), normalize_std, eps)
+        for i, a in zip(idx, norm):
+            step[i][t] = a
+    traj = _trajectory_advantage(rewards, normalize_std, eps)
+    return [alpha1 * s + alpha2 * e for s, e in zip(step, traj)]
+
+
+@register("gigpo")
+def gigpo(rewards: Group, *, obs_keys: Sequence[Sequence[Hashable]], omega: float = 1.0,
+          gamma: float = 0.95, normalize_std: bool = True, eps: float = 1e-6) -> Group:
+    """GiGPO (verl-agent): episode advantage + omega * anchor-state step advantage.
+
+    `obs_keys[i][t]` is a hashable key of the observation at decision t of episode i
+    (e.g. a hash of the frame and instruction). Decisions with equal keys anywhere in the
+    group form an anchor group; their discounted returns-to-go are normalized within it.
+    Singleton anchor groups get step advantage 0.
+    """
+    _check_common("gigpo", eps, normalize_std, gamma)
+    _check(len(obs_keys) == len(rewards), "gigpo",
+           f"obs_keys has {len(obs_keys)} episodes, rewards has {len(rewards)}")
+    anchors: dict[Hashable, list[tuple[int, int]]] = defaultdict(list)
+    for i, (r, keys) in enumerate(zip(rewards, obs_keys)):
+        _check(len(keys) == len(r), "gigpo",
+               f"obs_keys[{i}] has {len(keys)} entries, rewards[{i}] has {len(r)}")
+        for t, k in enumerate(keys):
+            anchors[k].append((i, t))
+    rtg = [discounted_return_to_go(r, gamma) for r in rewards]
+    step = [np.zeros(len(r)) for r in rewards]
+    for members in anchors.values():
+        norm = _normalize(np.array([rtg[i][t] for i, t in members]), normalize_std, eps)
+        for (i, t), a in zip(members, norm):
+            step[i][t] = a
+    episode = _trajectory_advantage(rewards, normalize_std, eps)
+    return [e + omega * s for e, s in zip(episode, step)]
+
+
+def gae(rewards: Sequence[Any], values: Sequence[Any], gamma: float = 0.99,
+        lam: float = 0.95) -> tuple[Group, Group]:
+    """Generalized advantage estimation per episode -> (advantages, returns = adv + values).
+
+    values[i] has H_i + 1 entries: V(s_0..s_{H_i-1}) and the bootstrap value of the state
+    after the last decision (pass 0 there if the episode terminated).
+    """
+    rewards = _as_group(rewards, "rewards")
+    values = _as_group(values, "values")
+    _check(0.0 < gamma <= 1.0, "ppo", f"gamma must be in (0, 1], got {gamma}")
+    _check(0.0 <= lam <= 1.0, "ppo", f"lam must be in [0, 1], got {lam}")
+    _check(len(values) == len(rewards), "ppo",
+           f"values has {len(values)} episodes, rewards has {len(rewards)}")
+    advs, rets = [], []
+    for i, (r, v) in enumerate(zip(rewards, values)):
+        _check(len(v) == len(r) + 1, "ppo",
+               f"values[{i}] must have H_i + 1 = {len(r) + 1} entries, got {len(v)}")
+        delta = r + gamma * v[1:] - v[:-1]
+        a = discounted_return_to_go(delta, gamma * lam)
+        advs.append(a)
+        rets.append(a + v[:-1])
+    return advs, rets
+
+
+@register("ppo")
+def ppo(rewards: Group, *, values: Sequence[Any], gamma: float = 0.99,
+        lam: float = 0.95) -> Group:
+    """PPO advantages by GAE (see `gae`; value targets are adv + values[:-1])."""
+    return gae(rewards, values, gamma, lam)[0]
