@@ -57,8 +57,10 @@ def drop_zero_advantage(advantages: Sequence[Any], tol: float = 1e-8) -> Group:
 def _as_group(x: Sequence[Any], what: str) -> Group:
     """Validates a ragged group: non-empty, each entry 1-D, non-empty and finite."""
     if isinstance(x, np.ndarray) and x.ndim != 2:
-        raise ValueError(f"{what}: expected a list of 1-D arrays (one per episode), got an "
-                         f"array of shape {x.shape}")
+        raise ValueError(
+            f"{what}: expected a list of 1-D arrays (one per episode), got an "
+            f"array of shape {x.shape}"
+        )
     if len(x) == 0:
         raise ValueError(f"{what}: empty group (need at least one episode)")
     out = []
@@ -79,8 +81,11 @@ def _check(cond: bool, name: str, msg: str) -> None:
 
 def _check_common(name: str, eps: float, normalize_std: bool, gamma: float | None = None):
     _check(eps >= 0, name, f"eps must be >= 0, got {eps}")
-    _check(isinstance(normalize_std, (bool, np.bool_)), name,
-           f"normalize_std must be a bool, got {normalize_std!r}")
+    _check(
+        isinstance(normalize_std, (bool, np.bool_)),
+        name,
+        f"normalize_std must be a bool, got {normalize_std!r}",
+    )
     if gamma is not None:
         _check(0.0 < gamma <= 1.0, name, f"gamma must be in (0, 1], got {gamma}")
 
@@ -110,15 +115,21 @@ def discounted_return_to_go(r: np.ndarray, gamma: float) -> np.ndarray:
 def _trajectory_advantage(rewards: Group, normalize_std: bool, eps: float) -> Group:
     """GRPO over the G episode returns, broadcast to every decision of each episode."""
     adv = _normalize(np.array([r.sum() for r in rewards]), normalize_std, eps)
-    return [np.full(len(r), a) for r, a in zip(rewards, adv)]
+    return [np.full(len(r), a) for r, a in zip(rewards, adv, strict=True)]
 
 
 # -------------------------------------------------------------------------- estimators
 
 
 @register("grow")
-def grow(rewards: Group, *, gamma: float = 0.995, return_type: str = "outcome",
-         normalize_std: bool = True, eps: float = 1e-6) -> Group:
+def grow(
+    rewards: Group,
+    *,
+    gamma: float = 0.995,
+    return_type: str = "outcome",
+    normalize_std: bool = True,
+    eps: float = 1e-6,
+) -> Group:
     """GROW: discounted per-decision rewards, normalized over all decisions of the group.
 
     outcome:    r_{i,t} = gamma^(H_i-1-t) * R_i,  R_i = sum_t rewards[i][t]
@@ -126,11 +137,13 @@ def grow(rewards: Group, *, gamma: float = 0.995, return_type: str = "outcome",
     (identical when the only non-zero reward is the last one).
     """
     _check_common("grow", eps, normalize_std, gamma)
-    _check(return_type in ("outcome", "discounted"), "grow",
-           f"return_type must be 'outcome' or 'discounted', got {return_type!r}")
+    _check(
+        return_type in ("outcome", "discounted"),
+        "grow",
+        f"return_type must be 'outcome' or 'discounted', got {return_type!r}",
+    )
     if return_type == "outcome":
-        per = [gamma ** np.arange(len(r) - 1, -1, -1, dtype=np.float64) * r.sum()
-               for r in rewards]
+        per = [gamma ** np.arange(len(r) - 1, -1, -1, dtype=np.float64) * r.sum() for r in rewards]
     else:
         per = [discounted_return_to_go(r, gamma) for r in rewards]
     return _split(_normalize(np.concatenate(per), normalize_std, eps), rewards)
@@ -144,8 +157,14 @@ def grpo_traj(rewards: Group, *, normalize_std: bool = True, eps: float = 1e-6) 
 
 
 @register("tgrpo")
-def tgrpo(rewards: Group, *, alpha1: float = 1.0, alpha2: float = 1.0,
-          normalize_std: bool = True, eps: float = 1e-6) -> Group:
+def tgrpo(
+    rewards: Group,
+    *,
+    alpha1: float = 1.0,
+    alpha2: float = 1.0,
+    normalize_std: bool = True,
+    eps: float = 1e-6,
+) -> Group:
     """TGRPO (arXiv 2506.08440): alpha1 * step advantage + alpha2 * trajectory advantage.
 
     Step advantage at decision t: rewards[.][t] normalized across the episodes that have a
@@ -156,15 +175,22 @@ def tgrpo(rewards: Group, *, alpha1: float = 1.0, alpha2: float = 1.0,
     for t in range(max(len(r) for r in rewards)):
         idx = [i for i, r in enumerate(rewards) if len(r) > t]
         norm = _normalize(np.array([rewards[i][t] for i in idx]), normalize_std, eps)
-        for i, a in zip(idx, norm):
+        for i, a in zip(idx, norm, strict=True):
             step[i][t] = a
     traj = _trajectory_advantage(rewards, normalize_std, eps)
-    return [alpha1 * s + alpha2 * e for s, e in zip(step, traj)]
+    return [alpha1 * s + alpha2 * e for s, e in zip(step, traj, strict=True)]
 
 
 @register("gigpo")
-def gigpo(rewards: Group, *, obs_keys: Sequence[Sequence[Hashable]], omega: float = 1.0,
-          gamma: float = 0.95, normalize_std: bool = True, eps: float = 1e-6) -> Group:
+def gigpo(
+    rewards: Group,
+    *,
+    obs_keys: Sequence[Sequence[Hashable]],
+    omega: float = 1.0,
+    gamma: float = 0.95,
+    normalize_std: bool = True,
+    eps: float = 1e-6,
+) -> Group:
     """GiGPO (verl-agent): episode advantage + omega * anchor-state step advantage.
 
     `obs_keys[i][t]` is a hashable key of the observation at decision t of episode i
@@ -173,26 +199,33 @@ def gigpo(rewards: Group, *, obs_keys: Sequence[Sequence[Hashable]], omega: floa
     Singleton anchor groups get step advantage 0.
     """
     _check_common("gigpo", eps, normalize_std, gamma)
-    _check(len(obs_keys) == len(rewards), "gigpo",
-           f"obs_keys has {len(obs_keys)} episodes, rewards has {len(rewards)}")
+    _check(
+        len(obs_keys) == len(rewards),
+        "gigpo",
+        f"obs_keys has {len(obs_keys)} episodes, rewards has {len(rewards)}",
+    )
     anchors: dict[Hashable, list[tuple[int, int]]] = defaultdict(list)
-    for i, (r, keys) in enumerate(zip(rewards, obs_keys)):
-        _check(len(keys) == len(r), "gigpo",
-               f"obs_keys[{i}] has {len(keys)} entries, rewards[{i}] has {len(r)}")
+    for i, (r, keys) in enumerate(zip(rewards, obs_keys, strict=True)):
+        _check(
+            len(keys) == len(r),
+            "gigpo",
+            f"obs_keys[{i}] has {len(keys)} entries, rewards[{i}] has {len(r)}",
+        )
         for t, k in enumerate(keys):
             anchors[k].append((i, t))
     rtg = [discounted_return_to_go(r, gamma) for r in rewards]
     step = [np.zeros(len(r)) for r in rewards]
     for members in anchors.values():
         norm = _normalize(np.array([rtg[i][t] for i, t in members]), normalize_std, eps)
-        for (i, t), a in zip(members, norm):
+        for (i, t), a in zip(members, norm, strict=True):
             step[i][t] = a
     episode = _trajectory_advantage(rewards, normalize_std, eps)
-    return [e + omega * s for e, s in zip(episode, step)]
+    return [e + omega * s for e, s in zip(episode, step, strict=True)]
 
 
-def gae(rewards: Sequence[Any], values: Sequence[Any], gamma: float = 0.99,
-        lam: float = 0.95) -> tuple[Group, Group]:
+def gae(
+    rewards: Sequence[Any], values: Sequence[Any], gamma: float = 0.99, lam: float = 0.95
+) -> tuple[Group, Group]:
     """Generalized advantage estimation per episode -> (advantages, returns = adv + values).
 
     values[i] has H_i + 1 entries: V(s_0..s_{H_i-1}) and the bootstrap value of the state
@@ -202,12 +235,18 @@ def gae(rewards: Sequence[Any], values: Sequence[Any], gamma: float = 0.99,
     values = _as_group(values, "values")
     _check(0.0 < gamma <= 1.0, "ppo", f"gamma must be in (0, 1], got {gamma}")
     _check(0.0 <= lam <= 1.0, "ppo", f"lam must be in [0, 1], got {lam}")
-    _check(len(values) == len(rewards), "ppo",
-           f"values has {len(values)} episodes, rewards has {len(rewards)}")
+    _check(
+        len(values) == len(rewards),
+        "ppo",
+        f"values has {len(values)} episodes, rewards has {len(rewards)}",
+    )
     advs, rets = [], []
-    for i, (r, v) in enumerate(zip(rewards, values)):
-        _check(len(v) == len(r) + 1, "ppo",
-               f"values[{i}] must have H_i + 1 = {len(r) + 1} entries, got {len(v)}")
+    for i, (r, v) in enumerate(zip(rewards, values, strict=True)):
+        _check(
+            len(v) == len(r) + 1,
+            "ppo",
+            f"values[{i}] must have H_i + 1 = {len(r) + 1} entries, got {len(v)}",
+        )
         delta = r + gamma * v[1:] - v[:-1]
         a = discounted_return_to_go(delta, gamma * lam)
         advs.append(a)
@@ -216,7 +255,6 @@ def gae(rewards: Sequence[Any], values: Sequence[Any], gamma: float = 0.99,
 
 
 @register("ppo")
-def ppo(rewards: Group, *, values: Sequence[Any], gamma: float = 0.99,
-        lam: float = 0.95) -> Group:
+def ppo(rewards: Group, *, values: Sequence[Any], gamma: float = 0.99, lam: float = 0.95) -> Group:
     """PPO advantages by GAE (see `gae`; value targets are adv + values[:-1])."""
     return gae(rewards, values, gamma, lam)[0]

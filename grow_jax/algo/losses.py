@@ -134,8 +134,9 @@ def value_loss(
     *,
     clip: float | None = 0.2,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """PPO value loss 0.5 * max((V - R)^2, (V_clip - R)^2), V_clip = V_old + clip(V - V_old, +-clip).
+    """PPO clipped value loss 0.5 * max((V - R)^2, (V_clip - R)^2).
 
+    V_clip = V_old + clip(V - V_old, -clip, clip).
     All arrays share one shape (e.g. [B] for one value per decision); masked token mean.
     clip=None gives the plain 0.5 * (V - R)^2.
     """

@@ -40,9 +40,7 @@ class Registry:
 
     def get(self, name: str) -> Callable[..., Any]:
         if name not in self._fns:
-            raise ValueError(
-                f"unknown {self.kind} {name!r}; registered: {', '.join(self.names())}"
-            )
+            raise ValueError(f"unknown {self.kind} {name!r}; registered: {', '.join(self.names())}")
         return self._fns[name]
 
     def params(self, name: str) -> dict[str, Any]:

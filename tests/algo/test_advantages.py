@@ -9,7 +9,7 @@ from grow_jax.algo.registry import REQUIRED, Registry
 
 def check(got, expected, tol=1e-12):
     assert [len(g) for g in got] == [len(e) for e in expected]
-    for g, e in zip(got, expected):
+    for g, e in zip(got, expected, strict=True):
         np.testing.assert_allclose(g, e, rtol=tol, atol=tol)
 
 
@@ -53,15 +53,18 @@ def test_grow_discounted_equals_outcome_for_terminal_rewards():
 
 def test_grow_single_episode_group_normalizes_within_episode():
     # one episode [0,0,1], gamma .5 -> r=[.25,.5,1], mean 7/12 -> [-1/3, -1/12, 5/12]
-    check(A.estimate("grow", [[0, 0, 1]], gamma=0.5, normalize_std=False),
-          [[-1 / 3, -1 / 12, 5 / 12]])
+    check(
+        A.estimate("grow", [[0, 0, 1]], gamma=0.5, normalize_std=False), [[-1 / 3, -1 / 12, 5 / 12]]
+    )
     # a single decision: nothing to compare with -> exactly 0
     check(A.estimate("grow", [[1.0]]), [[0.0]], tol=0)
 
 
 def test_grow_all_equal_is_exactly_zero():
-    for rewards, gamma in [([[0, 0], [0], [0, 0, 0]], 0.995),  # all failed
-                           ([[0, 1], [0, 0, 1]], 1.0)]:        # all succeeded, gamma=1
+    for rewards, gamma in [
+        ([[0, 0], [0], [0, 0, 0]], 0.995),  # all failed
+        ([[0, 1], [0, 0, 1]], 1.0),
+    ]:  # all succeeded, gamma=1
         adv = A.estimate("grow", rewards, gamma=gamma)
         for a in adv:
             assert np.all(a == 0.0) and not np.any(np.isnan(a))
@@ -122,8 +125,7 @@ def test_gigpo_anchor_groups():
     # anchor a: (0,0)=.5, (1,0)=.25 -> mean .375 -> [+.125, -.125]
     # anchor b: (0,1)=1, (1,2)=1 -> 0;  c, d singletons -> 0
     # episode: R = [1, 1, 0], mean 2/3 -> [1/3, 1/3, -2/3]
-    adv = A.estimate("gigpo", GIGPO_REWARDS, obs_keys=GIGPO_KEYS, gamma=0.5,
-                     normalize_std=False)
+    adv = A.estimate("gigpo", GIGPO_REWARDS, obs_keys=GIGPO_KEYS, gamma=0.5, normalize_std=False)
     check(adv, [[1 / 3 + 0.125, 1 / 3], [1 / 3 - 0.125, 1 / 3, 1 / 3], [-2 / 3]])
 
 
@@ -175,10 +177,16 @@ def test_gae_value_length_checked():
 def test_registry_lists_and_rejects():
     assert set(A.estimator_names()) == {"grow", "grpo_traj", "tgrpo", "gigpo", "ppo"}
     assert A.estimator_params("grow") == {
-        "gamma": 0.995, "return_type": "outcome", "normalize_std": True, "eps": 1e-6}
+        "gamma": 0.995,
+        "return_type": "outcome",
+        "normalize_std": True,
+        "eps": 1e-6,
+    }
     assert A.estimator_params("gigpo")["obs_keys"] is REQUIRED
-    with pytest.raises(ValueError, match="unknown advantage estimator 'grwo'; registered: gigpo, "
-                                         "grow, grpo_traj, ppo, tgrpo"):
+    with pytest.raises(
+        ValueError,
+        match="unknown advantage estimator 'grwo'; registered: gigpo, grow, grpo_traj, ppo, tgrpo",
+    ):
         A.estimate("grwo", [[1.0]])
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['gama'\]"):
         A.estimate("grow", [[1.0]], gama=0.9)
@@ -193,26 +201,32 @@ def test_registry_duplicate_name():
         reg.register("x")(lambda: 1)
 
 
-@pytest.mark.parametrize("name,params,msg", [
-    ("grow", {"gamma": 0.0}, r"gamma must be in \(0, 1\]"),
-    ("grow", {"gamma": 1.5}, r"gamma must be in \(0, 1\]"),
-    ("grow", {"return_type": "mc"}, "return_type must be 'outcome' or 'discounted'"),
-    ("grpo_traj", {"eps": -1.0}, "eps must be >= 0"),
-    ("tgrpo", {"normalize_std": "yes"}, "normalize_std must be a bool"),
-    ("ppo", {"values": [[0, 0]], "lam": 2.0}, r"lam must be in \[0, 1\]"),
-])
+@pytest.mark.parametrize(
+    "name,params,msg",
+    [
+        ("grow", {"gamma": 0.0}, r"gamma must be in \(0, 1\]"),
+        ("grow", {"gamma": 1.5}, r"gamma must be in \(0, 1\]"),
+        ("grow", {"return_type": "mc"}, "return_type must be 'outcome' or 'discounted'"),
+        ("grpo_traj", {"eps": -1.0}, "eps must be >= 0"),
+        ("tgrpo", {"normalize_std": "yes"}, "normalize_std must be a bool"),
+        ("ppo", {"values": [[0, 0]], "lam": 2.0}, r"lam must be in \[0, 1\]"),
+    ],
+)
 def test_invalid_param_values(name, params, msg):
     with pytest.raises(ValueError, match=msg):
         A.estimate(name, [[1.0]], **params)
 
 
-@pytest.mark.parametrize("rewards,msg", [
-    ([], "empty group"),
-    ([[1.0], []], r"rewards\[1\]: expected a non-empty 1-D array, got shape \(0,\)"),
-    ([[[1.0]]], r"rewards\[0\]: expected a non-empty 1-D array, got shape \(1, 1\)"),
-    ([[np.nan]], r"rewards\[0\]: contains non-finite"),
-    (np.zeros(3), "expected a list of 1-D arrays"),
-])
+@pytest.mark.parametrize(
+    "rewards,msg",
+    [
+        ([], "empty group"),
+        ([[1.0], []], r"rewards\[1\]: expected a non-empty 1-D array, got shape \(0,\)"),
+        ([[[1.0]]], r"rewards\[0\]: expected a non-empty 1-D array, got shape \(1, 1\)"),
+        ([[np.nan]], r"rewards\[0\]: contains non-finite"),
+        (np.zeros(3), "expected a list of 1-D arrays"),
+    ],
+)
 def test_bad_groups_raise(rewards, msg):
     with pytest.raises(ValueError, match=msg):
         A.estimate("grow", rewards)
@@ -224,3 +238,10 @@ def test_drop_zero_advantage():
     # an all-failed group: every decision is dropped
     adv = A.estimate("grow", [[0, 0], [0]])
     assert all(m.all() for m in A.drop_zero_advantage(adv))
+
+
+def test_equal_length_group_as_2d_array():
+    # a [G, H] array is G episodes of H decisions: R = [1, 0]
+    # mean .5, std .5 -> +-0.999998000004
+    adv = A.estimate("grpo_traj", np.array([[0.0, 1.0], [0.0, 0.0]]))
+    check(adv, [[0.999998000004] * 2, [-0.999998000004] * 2])

@@ -84,8 +84,9 @@ def test_kl_to_reference():
     F(m["kl"], 0.3068528194)
     F(loss, -1.0 + 0.5 * 0.3068528194)
     # gradient of k3 w.r.t. logp at ref - logp = d: -(e^d - 1) = -1 per token, / 3 tokens
-    g = jax.grad(lambda lp: policy_loss(lp, LOGP, jnp.zeros(2), MASK, kl_coef=1.0,
-                                        ref_logprobs=ref)[0])(LOGP)
+    g = jax.grad(
+        lambda lp: policy_loss(lp, LOGP, jnp.zeros(2), MASK, kl_coef=1.0, ref_logprobs=ref)[0]
+    )(LOGP)
     F(g, -MASK / 3)
 
 
@@ -104,8 +105,10 @@ def test_sample_mean_excludes_empty_samples_and_padding_garbage_is_harmless():
     logp = jnp.concatenate([LOGP.at[0, 2].set(-jnp.inf), jnp.zeros((1, 3))])
     adv = jnp.array([1.0, -3.0, 100.0])
     loss, g = jax.value_and_grad(
-        lambda lp: policy_loss(lp, old, adv, mask, aggregation="sample_mean", kl_coef=0.1,
-                               ref_logprobs=old)[0])(logp)
+        lambda lp: policy_loss(
+            lp, old, adv, mask, aggregation="sample_mean", kl_coef=0.1, ref_logprobs=old
+        )[0]
+    )(logp)
     F(loss, 1.0)  # as in the two-sample case: (-1 + 3) / 2
     assert np.all(np.isfinite(g))
     assert np.all(np.asarray(g)[mask == 0] == 0)
@@ -121,8 +124,15 @@ def test_jit_matches_eager():
         fn = jax.jit(functools.partial(policy_loss, aggregation=agg))
         jitted = fn(new, LOGP, jnp.array([0.5, -1.0]), MASK, **kw)
         F(jitted[0], eager[0])
-        assert set(jitted[1]) == {"loss", "pg_loss", "kl", "clip_frac", "ratio_mean",
-                                  "approx_kl", "entropy"}
+        assert set(jitted[1]) == {
+            "loss",
+            "pg_loss",
+            "kl",
+            "clip_frac",
+            "ratio_mean",
+            "approx_kl",
+            "entropy",
+        }
         for k in eager[1]:
             F(jitted[1][k], eager[1][k])
     g = jax.jit(jax.grad(lambda lp: policy_loss(lp, LOGP, jnp.ones(2), MASK)[0]))(new)
