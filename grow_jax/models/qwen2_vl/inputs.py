@@ -1,0 +1,171 @@
+"""Host-side (numpy) input preparation for Qwen2-VL.
+
+Everything data-dependent lives here so the jitted model sees only static shapes:
+M-RoPE position ids, vision patch coordinates / segment ids, and image -> patch flattening.
+Each function reproduces what transformers 5.x computes for Qwen2-VL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from grow_jax.models.qwen2_vl.config import Qwen2VLConfig, VisionConfig
+
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def _grid(grid_thw) -> np.ndarray:
+    g = np.asarray(grid_thw, dtype=np.int64).reshape(-1, 3)
+    return g
+
+
+def num_image_tokens(image_grid_thw, merge: int) -> np.ndarray:
+    """Merged tokens per image: t*h*w / merge^2, int64 [N]."""
+    return _grid(image_grid_thw).prod(-1) // (merge * merge)
+
+
+def get_rope_index(
+    input_ids,
+    image_grid_thw=None,
+    attention_mask=None,
+    config: Qwen2VLConfig | None = None,
+    video_grid_thw=None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """M-RoPE position ids [3,B,T] int32 and rope deltas [B] int32, as transformers computes.
+
+    Text tokens count up by one on all three axes; each run of image (video) tokens takes
+    the next grid of `image_grid_thw` (`video_grid_thw`), in row-major order over the batch,
+    and gets (t, h, w) coordinates offset by the running position; the next text token
+    continues from max(h, w)/merge past the vision start. Padded positions (mask 0) get 0,
+    as in transformers 5.x. rope_deltas = max position + 1 - number of valid tokens, so the
+    position of a decode token is (valid tokens before it) + delta.
+    """
+    if config is None:
+        raise ValueError("get_rope_index needs the Qwen2VLConfig (token ids, merge size)")
+    ids = np.asarray(input_ids)
+    if ids.ndim != 2:
+        raise ValueError(f"input_ids must be [B, T], got shape {ids.shape}")
+    B, T = ids.shape
+    mask = np.ones((B, T), bool) if attention_mask is None else np.asarray(attention_mask) != 0
+    if mask.shape != ids.shape:
+        raise ValueError(f"attention_mask shape {mask.shape} != input_ids shape {ids.shape}")
+    merge = config.vision.spatial_merge_size
+    kinds = np.zeros((B, T), np.int8)
+    kinds[ids == config.image_token_id] = 1
+    kinds[ids == config.video_token_id] = 2
+    grids = {
+        1: iter(_grid(image_grid_thw)) if image_grid_thw is not None else iter(()),
+        2: iter(_grid(video_grid_thw)) if video_grid_thw is not None else iter(()),
+    }
+    names = {1: "image_grid_thw", 2: "video_grid_thw"}
+
+    position_ids = np.zeros((3, B, T), np.int64)
+    deltas = np.zeros((B,), np.int64)
+    for b in range(B):
+        valid = mask[b]
+        n = int(valid.sum())
+        kind = kinds[b][valid]
+        if not kind.any():  # text only: plain 0..n-1 on all axes
+            position_ids[:, b, valid] = np.arange(n)
+            deltas[b] = 0
+            continue
+        # runs of equal token kind
+        starts = np.flatnonzero(np.r_[True, kind[1:] != kind[:-1]])
+        ends = np.r_[starts[1:], n]
+        pieces = []
+        cur = 0
+        for s, e in zip(starts, ends):
+            k = int(kind[s])
+            if k == 0:
+                pieces.append(np.broadcast_to(np.arange(e - s) + cur, (3, e - s)))
+                cur += e - s
+                continue
+            try:
+                t, h, w = (int(x) for x in next(grids[k]))
+            except StopIteration:
+                raise ValueError(
+                    f"row {b}: more runs of {'image' if k == 1 else 'video'} tokens than entries "
+                    f"in {names[k]}"
+                ) from None
+            lt, lh, lw = t, h // merge, w // merge
+            if lt * lh * lw != e - s:
+                raise ValueError(
+                    f"row {b}: a run of {e - s} vision tokens does not match grid {(t, h, w)} "
+                    f"({lt * lh * lw} merged tokens)"
+                )
+            tt, hh, ww = np.meshgrid(np.arange(lt), np.arange(lh), np.arange(lw), indexing="ij")
+            pieces.append(np.stack([tt, hh, ww]).reshape(3, -1) + cur)
+            cur += max(h, w) // merge
+        pos = np.concatenate(pieces, axis=1)
+        position_ids[:, b, valid] = pos
+        deltas[b] = pos.max() + 1 - n
+    return position_ids.astype(np.int32), deltas.astype(np.int32)
+
+
+def vision_position_ids(image_grid_thw, merge: int) -> np.ndarray:
+    """(h, w) patch coordinates [P, 2] int32, in the block-major order of the patches."""
+    out = []
+    for t, h, w in _grid(image_grid_thw):
+        hh, ww = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+        shape = (h // merge, merge, w // merge, merge)
+        hh = hh.reshape(shape).transpose(0, 2, 1, 3).reshape(-1)
+        ww = ww.reshape(shape).transpose(0, 2, 1, 3).reshape(-1)
+        out.append(np.tile(np.stack([hh, ww], -1), (t, 1)))
+    if not out:
+        return np.zeros((0, 2), np.int32)
+    return np.concatenate(out).astype(np.int32)
+
+
+def vision_segment_ids(image_grid_thw) -> np.ndarray:
+    """Attention segment of each patch [P] int32: one segment per (image, frame) (= cu_seqlens)."""
+    g = _grid(image_grid_thw)
+    per_frame = np.repeat(g[:, 1] * g[:, 2], g[:, 0])
+    return np.repeat(np.arange(len(per_frame)), per_frame).astype(np.int32)
+
+
+def images_to_patches(
+    images: Sequence[np.ndarray],
+    config: Qwen2VLConfig | VisionConfig,
+    mean: Sequence[float] = OPENAI_CLIP_MEAN,
+    std: Sequence[float] = OPENAI_CLIP_STD,
+) -> tuple[np.ndarray, np.ndarray]:
+    """HWC images -> (pixel_values float32 [P, C*tp*ps*ps], image_grid_thw int32 [N, 3]).
+
+    Same values and patch order as transformers' Qwen2VLImageProcessor (PIL backend) when it
+    does not resize. uint8 images are rescaled by 1/255; float images must already be in
+    [0, 1]. H and W must be multiples of patch_size * spatial_merge_size (resizing is the
+    caller's job).
+    """
+    vc = config.vision if isinstance(config, Qwen2VLConfig) else config
+    ps, m, tp, C = vc.patch_size, vc.spatial_merge_size, vc.temporal_patch_size, vc.in_chans
+    mean32 = np.asarray(mean, np.float32)
+    std32 = np.asarray(std, np.float32)
+    patches, grids = [], []
+    for i, img in enumerate(images):
+        img = np.asarray(img)
+        if img.ndim != 3 or img.shape[-1] != C:
+            raise ValueError(f"image {i}: expected HWC with C={C}, got shape {img.shape}")
+        H, W = img.shape[:2]
+        if H % (ps * m) or W % (ps * m):
+            raise ValueError(
+                f"image {i}: height and width must be multiples of patch_size*spatial_merge_size "
+                f"= {ps * m}, got {H}x{W}; resize it first"
+            )
+        if img.dtype == np.uint8:
+            x = (img.astype(np.float64) * (1 / 255)).astype(np.float32)
+        elif np.issubdtype(img.dtype, np.floating):
+            x = img.astype(np.float32)
+        else:
+            raise ValueError(f"image {i}: dtype {img.dtype} not supported (uint8 or float)")
+        x = ((x - mean32) / std32).transpose(2, 0, 1)  # CHW
+        gh, gw = H // ps, W // ps
+        x = x.reshape(C, gh // m, m, ps, gw // m, m, ps).transpose(1, 4, 2, 5, 0, 3, 6)
+        x = np.broadcast_to(x[:, :, :, :, :, None], (*x.shape[:5], tp, ps, ps))
+        patches.append(x.reshape(gh * gw, C * tp * ps * ps))
+        grids.append((1, gh, gw))
+    if not patches:
+        raise ValueError("images_to_patches: no images given")
+    return np.concatenate(patches).astype(np.float32), np.asarray(grids, np.int32)
