@@ -1,0 +1,114 @@
+"""Default run configuration: every key a grow_jax run may set, with its type and default.
+
+Every run config is checked against this one (`grow_jax.config_utils`): a key that is not
+here, or a value of another type, is a one-line error. Other config files start from it:
+
+    from grow_jax.config_utils import base_config
+
+    def get_config():
+        config = base_config()
+        config.env.suite = "crafter"
+        return config
+
+Conventions: `placeholder(T)` marks an optional field (None or a T); an empty dict marks a
+free-form section whose keys are not checked; a float field also accepts an int.
+"""
+
+import ml_collections
+from ml_collections.config_dict import placeholder
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0  # master seed: model init, env seeds, sampling, data order
+
+    c.model = m = ml_collections.ConfigDict()
+    m.preset = "tiny"  # Qwen2VLConfig preset used when hf_dir is unset: "tiny" | "qwen2_vl_7b"
+    m.preset_overrides = {}  # free-form Qwen2VLConfig.tiny(**overrides) fields, e.g. hidden_size
+    m.hf_dir = placeholder(str)  # local HF Qwen2-VL folder to start from (overrides preset)
+    m.tokenizer_dir = placeholder(str)  # tokenizer folder; None: hf_dir's, else the shipped one
+    m.dtype = "float32"  # compute dtype: float32 | bfloat16 (bf16 on TPU/GPU; f32 is faster on CPU)
+    m.param_dtype = "float32"  # parameter storage dtype (optimizer master weights)
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1  # data-parallel axis size; -1 takes all devices left over by the others
+    c.mesh.fsdp = 1  # parameter-sharding (ZeRO-3 style) axis size
+    c.mesh.tensor = 1  # tensor-parallel axis size (heads / mlp / vocab)
+
+    c.env = e = ml_collections.ConfigDict()
+    e.suite = "babyai"  # task suite: babyai | crafter | minecraft
+    e.tasks = ("BabyAI-GoToRedBallNoDists-v0",)  # task ids trained on (suite-specific names)
+    e.eval_tasks = placeholder(tuple)  # held-out evaluation tasks; None: the training tasks
+    e.max_steps = 16  # episode cap in decisions (one decision = one model call)
+    e.num_envs = 64  # environments stepped in parallel per host
+    e.actions_per_decision = 1  # low-level actions decoded per model call (Minecraft: 4)
+    e.image_size = 56  # square frame side in pixels fed to the vision tower
+    e.kwargs = {}  # free-form suite-specific constructor arguments
+
+    c.agent = a = ml_collections.ConfigDict()
+    a.history = 0  # previous decisions shown in the prompt (GROW's released agent: 0)
+    a.compact_prompt = True  # short instruction-only prompt instead of the full chat preamble
+    a.max_prompt_tokens = 512  # prompts are padded/bucketed up to this length
+    a.max_new_tokens = 8  # action tokens sampled per decision
+    a.temperature = 1.0  # rollout sampling temperature
+    a.top_k = 0  # top-k filter at sampling time; 0 disables
+    a.top_p = 1.0  # nucleus filter at sampling time; 1.0 disables
+
+    c.algo = g = ml_collections.ConfigDict()
+    g.name = "grow"  # advantage estimator: grow | grpo_traj | tgrpo | gigpo | ppo | ppo_cot
+    g.gamma = 0.995  # GROW backward discount of the terminal reward per decision
+    g.return_type = "outcome"  # grow: "outcome" (terminal reward) | "discounted" (dense rewards)
+    g.std_normalize = True  # divide group-normalized advantages by their std
+    g.adv_eps = 1e-6  # epsilon added to the std in advantage normalization
+    g.clip_low = 0.2  # lower clip of the policy ratio: 1 - clip_low
+    g.clip_high = 0.2  # upper clip of the policy ratio: 1 + clip_high
+    g.kl_coef = 0.0  # k3 KL penalty to the frozen reference model; 0 drops the reference
+    g.entropy_coef = 0.0  # entropy bonus coefficient
+    g.aggregation = "token_mean"  # loss aggregation: token_mean | sample_mean
+    g.format_penalty = 0.1  # reward subtracted when action text does not parse (mapped to no-op)
+    g.drop_zero_advantage = True  # skip samples whose advantage is exactly 0
+    g.tgrpo_alpha_step = 1.0  # tgrpo: weight of the step-level advantage
+    g.tgrpo_alpha_traj = 1.0  # tgrpo: weight of the trajectory-level advantage
+    g.gigpo_step_weight = 1.0  # gigpo: weight of the anchor-state step advantage
+    g.gae_lambda = 0.95  # ppo: GAE lambda
+    g.value_coef = 0.5  # ppo: value-loss coefficient
+    g.cot_lambda = 0.5  # ppo_cot: weight of log p(chain of thought)
+
+    c.rl = r = ml_collections.ConfigDict()
+    r.iterations = 240  # RL iterations (rollout + update); the paper runs 240
+    r.group_size = 8  # G: episodes per group, all with the same instruction and world seed
+    r.groups_per_iter = 8  # groups rolled out per iteration
+    r.epochs = 1  # passes over each iteration's samples
+    r.minibatch_size = 64  # samples per gradient step (global, across data-parallel devices)
+    r.lr = 1e-6  # peak learning rate (AdamW)
+    r.warmup_steps = 10  # linear warm-up steps to the peak learning rate
+    r.weight_decay = 0.0  # AdamW weight decay
+    r.grad_clip = 1.0  # global gradient-norm clip; 0 disables
+    r.init_checkpoint = placeholder(str)  # workdir (e.g. of an sft run) whose latest params start RL
+
+    c.sft = s = ml_collections.ConfigDict()
+    s.demo_episodes = 64  # expert (bot) episodes recorded as demonstrations
+    s.demo_path = placeholder(str)  # recorded demonstration file; None: generate with the bot
+    s.steps = 200  # gradient steps
+    s.batch_size = 32  # samples per gradient step
+    s.lr = 1e-4  # peak learning rate (AdamW)
+    s.warmup_steps = 10  # linear warm-up steps
+    s.grad_clip = 1.0  # global gradient-norm clip; 0 disables
+
+    c.eval = v = ml_collections.ConfigDict()
+    v.episodes = 100  # evaluation episodes per task (held-out seeds)
+    v.seed_offset = 1_000_000  # evaluation env seeds start here, away from training seeds
+    v.every = 10  # evaluate every N iterations; 0 only at start and end
+    v.videos = 2  # episode videos (GIF) saved per evaluation; 0 disables
+    v.greedy = True  # argmax actions at evaluation instead of sampling
+
+    c.checkpoint = k = ml_collections.ConfigDict()
+    k.every = 10  # save every N iterations (and at the end)
+    k.keep = 3  # newest checkpoints kept on disk
+    k.async_save = True  # write checkpoints in the background
+
+    c.logging = lg = ml_collections.ConfigDict()
+    lg.every = 1  # write metrics every N iterations
+    lg.tensorboard = True  # also write TensorBoard event files under WORKDIR/tensorboard
+    lg.progress = True  # console progress bar
+    return c
