@@ -220,7 +220,7 @@ def test_load_onto_mesh(jax_model, tokenizer_dir, tmp_path):
                                 tokenizer_dir=tokenizer_dir)
     mesh = sharding.make_mesh(data=2, fsdp=2, tensor=2)
     model = hf_io.load_pretrained(out, mesh=mesh)
-    kernel = model.layers[0].mlp.up_proj.kernel.value
+    kernel = model.layers[0].mlp.up_proj.kernel.get_value()
     assert kernel.sharding.mesh == mesh and len(kernel.addressable_shards) == 8
     assert not kernel.sharding.is_fully_replicated
     _assert_bit_identical(_pure(model), _pure(jax_model))

@@ -159,7 +159,8 @@ def _param_shardings(abstract_params: nnx.State, mesh, rules) -> dict[tuple, Any
     from grow_jax import sharding as gsharding
 
     shardings = gsharding.state_shardings(abstract_params, mesh, rules)
-    return {path: s for path, s in nnx.to_flat_state(shardings)}
+    return {path: s.get_value() if isinstance(s, nnx.Variable) else s
+            for path, s in nnx.to_flat_state(shardings)}
 
 
 def load_pretrained(hf_dir: str | os.PathLike, *, mesh: jax.sharding.Mesh | None = None,
@@ -171,7 +172,7 @@ def load_pretrained(hf_dir: str | os.PathLike, *, mesh: jax.sharding.Mesh | None
       hf_dir: folder with config.json and model.safetensors / model.safetensors.index.json.
       mesh: place parameters sharded over this mesh (`grow_jax.sharding` rules); default:
         the first local device.
-      rules: logical-axis rules for the mesh (None: grow_jax.sharding's defaults).
+      rules: `grow_jax.sharding.AxisRules` for the mesh (None: its defaults).
       dtype / param_dtype: override the compute / storage dtype (default float32 both).
     """
     hf_dir = os.fspath(hf_dir)
@@ -194,8 +195,8 @@ def load_pretrained(hf_dir: str | os.PathLike, *, mesh: jax.sharding.Mesh | None
             raise KeyError(f"{hf_dir}: tensor {canon!r} maps to {path}, which Qwen2VL lacks")
         values[path] = jax.device_put(np.ascontiguousarray(host, dtype=target), shardings[path])
         del array, host
-    params = nnx.from_flat_state([(path, values[path]) for path, _ in
-                                  nnx.to_flat_state(abs_params)])
+    params = nnx.from_flat_state([(path, var.replace(values[path]))  # keeps axis metadata
+                                  for path, var in nnx.to_flat_state(abs_params)])
     rest = abs_rest
     if nnx.to_flat_state(abs_rest):  # non-parameter state (buffers): initialize only those
         rest = jax.jit(lambda: nnx.state(Qwen2VL(config, rngs=nnx.Rngs(0)),
