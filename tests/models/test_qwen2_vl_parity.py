@@ -166,18 +166,18 @@ def test_padded_image_embeds_and_batched_encoder_do_not_change_results():
     c, _, model = _models("gqa2_untied")
     ids, mask, pv, grid, pos, _ = _pure_inputs(c, "batch_mixed")
     vpos, vseg = qi.vision_position_ids(grid, 2), qi.vision_segment_ids(grid)
-    emb = model.encode_images(pv, vpos, vseg)
-    logits, _ = jax.jit(lambda e: model.forward(ids, pos, mask, e))(emb)
+    encode = jax.jit(model.encode_images)
+    forward = jax.jit(lambda e: model.forward(ids, pos, mask, e)[0])
+    emb = encode(pv, vpos, vseg)
     padded = jnp.concatenate([emb, jnp.full((5, emb.shape[1]), 7.0)])
-    logits_pad, _ = model.forward(ids, pos, mask, padded)
-    np.testing.assert_allclose(np.asarray(logits_pad), np.asarray(logits), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(np.asarray(forward(padded)), np.asarray(forward(emb)),
+                               atol=1e-6, rtol=0)
     # equal-size images as a batch [N, P, patch_dim] == the flat layout
     same = qi.images_to_patches([random_image(np.random.default_rng(3), 56, 84)] * 2, c)
-    flat = model.encode_images(same[0], qi.vision_position_ids(same[1], 2),
-                               qi.vision_segment_ids(same[1]))
-    batched = model.encode_images(same[0].reshape(2, 24, -1),
-                                  qi.vision_position_ids(same[1], 2).reshape(2, 24, 2),
-                                  np.zeros((2, 24), np.int32))
+    flat = encode(same[0], qi.vision_position_ids(same[1], 2), qi.vision_segment_ids(same[1]))
+    batched = encode(same[0].reshape(2, 24, -1),
+                     qi.vision_position_ids(same[1], 2).reshape(2, 24, 2),
+                     np.zeros((2, 24), np.int32))
     np.testing.assert_allclose(np.asarray(batched).reshape(flat.shape), np.asarray(flat),
                                atol=1e-6, rtol=0)
 
@@ -192,8 +192,9 @@ def test_kv_cache_decode_matches_full_forward():
     full_ids = np.concatenate([ids, new], 1)
     full_mask = np.concatenate([mask, np.ones((B, n_new), mask.dtype)], 1)
     pos, delta = qi.get_rope_index(full_ids, grid, full_mask, c)
-    emb = model.encode_images(pv, qi.vision_position_ids(grid, 2), qi.vision_segment_ids(grid))
-    ref, _ = model.forward(full_ids, pos, full_mask, emb)
+    emb = jax.jit(model.encode_images)(pv, qi.vision_position_ids(grid, 2),
+                                       qi.vision_segment_ids(grid))
+    ref, _ = jax.jit(model.forward)(full_ids, pos, full_mask, emb)
 
     max_len = T0 + n_new + 3  # spare slots stay masked
     cache_mask = np.zeros((B, max_len), np.int32)

@@ -20,6 +20,7 @@ from grow_jax.models.qwen2_vl import inputs as qinputs
 from grow_jax.models.qwen2_vl.config import Qwen2VLConfig, TextConfig
 from grow_jax.models.qwen2_vl.layers import ACTIVATIONS, RMSNorm, apply_rotary, dtype_of, linear
 from grow_jax.models.qwen2_vl.vision import VisionTower
+from grow_jax.sharding import shard
 
 Cache = list  # list over layers of {"k": [B, L, K, hd], "v": [B, L, K, hd]}
 
@@ -147,6 +148,7 @@ class Qwen2VL(nnx.Module):
             idx = jnp.cumsum(is_img.reshape(-1)) - 1
             idx = jnp.clip(idx, 0, emb.shape[0] - 1).reshape(B, T)
             x = jnp.where(is_img[..., None], emb[idx], x)
+        x = shard(x, ("batch", None, "embed"))
         cos, sin = mrope_cos_sin(position_ids, t, dtype)
 
         valid = attention_mask.astype(bool)
@@ -177,7 +179,7 @@ class Qwen2VL(nnx.Module):
             logits = self.embed_tokens.attend(x)
         else:
             logits = self.lm_head(x)
-        return logits, new_cache
+        return shard(logits, ("batch", None, "vocab")), new_cache
 
     # ------------------------------------------------------ convenience path
     def __call__(self, input_ids, pixel_values=None, image_grid_thw=None, attention_mask=None):

@@ -63,12 +63,14 @@ _TABLE: tuple[tuple[str, str, Transform], ...] = (
 _PLACEHOLDER = re.compile(r"\{(\w+)(?::([^}]*))?\}")
 
 
-def _compile(template: str) -> re.Pattern:
+def _compile(template: str, choices: Mapping[str, str]) -> re.Pattern:
+    """Template -> anchored regex; `{name}` takes the choice set `choices[name]` (digits if none)."""
     out, pos = [], 0
     for m in _PLACEHOLDER.finditer(template):
         out.append(re.escape(template[pos:m.start()]))
-        name, choices = m.group(1), m.group(2)
-        alt = r"\d+" if choices is None else "|".join(re.escape(c) for c in choices.split("|"))
+        name = m.group(1)
+        alt = choices.get(name)
+        alt = r"\d+" if alt is None else "|".join(re.escape(c) for c in alt.split("|"))
         out.append(f"(?P<{name}>{alt})")
         pos = m.end()
     out.append(re.escape(template[pos:]))
@@ -79,7 +81,12 @@ def _fill(template: str, groups: Mapping[str, str]) -> str:
     return _PLACEHOLDER.sub(lambda m: groups[m.group(1)], template)
 
 
-_RULES = tuple((_compile(h), _compile(n), h, n, tf) for h, n, tf in _TABLE)
+def _rule(hf: str, nnx_t: str, tf: Transform):
+    choices = {m.group(1): m.group(2) for m in _PLACEHOLDER.finditer(hf) if m.group(2)}
+    return _compile(hf, choices), _compile(nnx_t, choices), hf, nnx_t, tf
+
+
+_RULES = tuple(_rule(*row) for row in _TABLE)
 
 
 def _match_one(key: str, side: int) -> tuple[re.Match, tuple]:
