@@ -1,0 +1,195 @@
+"""State-action samples: what one training sequence is, and how a batch of them is laid out.
+
+GROW cuts every episode into one sample per decision (instruction + current frame ->
+action tokens); the trajectory-level baseline keeps the whole multi-turn conversation as
+one sample. Both become the same `Sample` record, so one train step serves every estimator.
+
+Everything data-dependent (M-RoPE positions, image patches, where the action tokens sit)
+is computed here on the host; `collate` turns samples into fixed-shape arrays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+from grow_jax.data.images import fit_to_grid
+from grow_jax.models.qwen2_vl import inputs as qinputs
+from grow_jax.rollout.types import Trajectory
+
+
+@dataclasses.dataclass
+class Sample:
+    """One training sequence. Positions index `input_ids`; K = number of action tokens."""
+
+    input_ids: np.ndarray  # int32 [T] prompt (+ earlier turns) + action tokens
+    position_ids: np.ndarray  # int32 [3, T] M-RoPE positions
+    pixel_values: np.ndarray  # float32 [P, patch_dim] patches of every image in the sequence
+    image_grid_thw: np.ndarray  # int32 [N, 3]
+    target_pos: np.ndarray  # int32 [K] positions whose *next* token is an action token
+    old_logprobs: np.ndarray  # float32 [K] behaviour log-probabilities of those tokens
+    advantages: np.ndarray  # float32 [K]
+
+    @property
+    def length(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+def encode_images(frames: Sequence[np.ndarray], model_config, fit_mode: str = "pad"):
+    """Frames -> (pixel_values, image_grid_thw) in transformers' layout."""
+    v = model_config.vision
+    factor = v.patch_size * v.spatial_merge_size
+    if not frames:
+        return np.zeros((0, v.in_chans * v.temporal_patch_size * v.patch_size**2), np.float32), (
+            np.zeros((0, 3), np.int32))
+    return qinputs.images_to_patches([fit_to_grid(f, factor, fit_mode) for f in frames],
+                                     model_config)
+
+
+def make_sample(input_ids, images, target_pos, old_logprobs, advantages, model_config,
+                fit_mode: str = "pad") -> Sample:
+    """Builds a Sample, computing patches and M-RoPE positions once per sample."""
+    input_ids = np.asarray(input_ids, np.int32)
+    pixel_values, grid = encode_images(images, model_config, fit_mode)
+    pos, _ = qinputs.get_rope_index(input_ids[None], grid if len(grid) else None, None,
+                                    model_config)
+    return Sample(input_ids=input_ids, position_ids=np.asarray(pos[:, 0], np.int32),
+                  pixel_values=np.asarray(pixel_values, np.float32),
+                  image_grid_thw=np.asarray(grid, np.int32),
+                  target_pos=np.asarray(target_pos, np.int32),
+                  old_logprobs=np.asarray(old_logprobs, np.float32),
+                  advantages=np.asarray(advantages, np.float32))
+
+
+def decision_samples(traj: Trajectory, advantages: np.ndarray, model_config,
+                     fit_mode: str = "pad", keep=None) -> list[Sample]:
+    """GROW's state-action samples: one per decision, its prompt + its action tokens.
+
+    `advantages[t]` is decision t's advantage; `keep` (optional bool per decision) drops
+    decisions, e.g. those with zero advantage.
+    """
+    out = []
+    for t, step in enumerate(traj.steps):
+        if keep is not None and not keep[t]:
+            continue
+        k = len(step.action_ids)
+        if k == 0:
+            continue
+        ids = np.concatenate([step.prompt_ids, step.action_ids])
+        tpos = len(step.prompt_ids) - 1 + np.arange(k)
+        out.append(make_sample(ids, traj.prompt_images(t), tpos, step.logprobs,
+                               np.full(k, advantages[t], np.float32), model_config, fit_mode))
+    return out
+
+
+def conversation_sample(traj: Trajectory, advantages: np.ndarray, model_config,
+                        fit_mode: str = "pad") -> Sample:
+    """The whole episode as one multi-turn sequence (trajectory-level GRPO).
+
+    Requires prompts recorded with the full history: prompt t+1 must start with
+    prompt t followed by action t, so that the behaviour log-probabilities were computed
+    on exactly this context.
+    """
+    steps = traj.steps
+    if not steps:
+        raise ValueError(f"trajectory of task {traj.task_id!r} has no steps")
+    for t in range(len(steps) - 1):
+        prefix = np.concatenate([steps[t].prompt_ids, steps[t].action_ids])
+        nxt = steps[t + 1].prompt_ids
+        if len(nxt) < len(prefix) or not np.array_equal(nxt[:len(prefix)], prefix):
+            raise ValueError(
+                "conversation samples need prompts that carry the full history "
+                f"(agent.history=-1); step {t + 1} of task {traj.task_id!r} does not extend "
+                "step {t}'s prompt and action")
+    last = steps[-1]
+    ids = np.concatenate([last.prompt_ids, last.action_ids])
+    tpos, lps, advs = [], [], []
+    for t, step in enumerate(steps):
+        k = len(step.action_ids)
+        tpos.append(len(step.prompt_ids) - 1 + np.arange(k))
+        lps.append(step.logprobs)
+        advs.append(np.full(k, advantages[t], np.float32))
+    frames = [s.frame for s in steps]
+    return make_sample(ids, frames, np.concatenate(tpos), np.concatenate(lps),
+                       np.concatenate(advs), model_config, fit_mode)
+
+
+def round_up(n: int, multiple: int) -> int:
+    return max(multiple, -(-n // multiple) * multiple)
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchShape:
+    """Static shapes of one batch: the compile key of the train step."""
+
+    batch: int  # samples (padded with zero-weight samples)
+    seq: int  # tokens per sample (left-padded)
+    targets: int  # action-token slots per sample
+    patches: int  # image patches in the whole batch
+
+    @staticmethod
+    def fit(samples: Sequence[Sample], batch: int, seq_multiple: int = 16,
+            patch_multiple: int = 64) -> "BatchShape":
+        """The smallest bucketed shape that holds any `batch` of `samples`."""
+        seq = round_up(max(s.length for s in samples), seq_multiple)
+        k = max(len(s.target_pos) for s in samples)
+        per = sorted((s.pixel_values.shape[0] for s in samples), reverse=True)
+        return BatchShape(batch, seq, k, round_up(sum(per[:batch]), patch_multiple))
+
+
+def collate(samples: Sequence[Sample], shape: BatchShape, model_config, pad_id: int = 0) -> dict:
+    """Left-pads samples into fixed-shape arrays; missing rows become zero-weight padding.
+
+    Returns input_ids/attention_mask [B,T], position_ids [3,B,T], pixel_values [P,D],
+    vision_pos_ids [P,2], vision_segment_ids [P] (padding patches form their own segment),
+    target_pos/targets/loss_mask/old_logprobs/advantages [B,K].
+    """
+    b, t, k, p = shape.batch, shape.seq, shape.targets, shape.patches
+    if len(samples) > b:
+        raise ValueError(f"{len(samples)} samples do not fit a batch of {b}")
+    ids = np.full((b, t), pad_id, np.int32)
+    mask = np.zeros((b, t), np.int32)
+    pos = np.ones((3, b, t), np.int32)
+    tpos = np.zeros((b, k), np.int32)
+    tgt = np.zeros((b, k), np.int32)
+    lmask = np.zeros((b, k), np.float32)
+    oldlp = np.zeros((b, k), np.float32)
+    adv = np.zeros((b, k), np.float32)
+    pix, grids = [], []
+    for i, s in enumerate(samples):
+        n = s.length
+        if n > t or len(s.target_pos) > k:
+            raise ValueError(f"sample of {n} tokens / {len(s.target_pos)} targets exceeds "
+                             f"the batch shape {shape}")
+        off = t - n
+        ids[i, off:] = s.input_ids
+        mask[i, off:] = 1
+        pos[:, i, off:] = s.position_ids
+        kk = len(s.target_pos)
+        tpos[i, :kk] = s.target_pos + off
+        tgt[i, :kk] = s.input_ids[s.target_pos + 1]
+        lmask[i, :kk] = 1.0
+        oldlp[i, :kk] = s.old_logprobs
+        adv[i, :kk] = s.advantages
+        pix.append(s.pixel_values)
+        grids.append(s.image_grid_thw)
+    v = model_config.vision
+    patch_dim = v.in_chans * v.temporal_patch_size * v.patch_size**2
+    pixel_values = np.zeros((p, patch_dim), np.float32)
+    vpos = np.zeros((p, 2), np.int32)
+    seg = np.zeros((p,), np.int32)
+    grid = np.concatenate(grids) if grids else np.zeros((0, 3), np.int32)
+    used = sum(x.shape[0] for x in pix)
+    if used > p:
+        raise ValueError(f"{used} image patches exceed the batch shape's {p}")
+    if used:
+        pixel_values[:used] = np.concatenate(pix)
+        vpos[:used] = qinputs.vision_position_ids(grid, model_config.vision.spatial_merge_size)
+        seg[:used] = qinputs.vision_segment_ids(grid)
+        seg[used:] = seg[used - 1] + 1
+    return dict(input_ids=ids, attention_mask=mask, position_ids=pos,
+                pixel_values=pixel_values, vision_pos_ids=vpos, vision_segment_ids=seg,
+                target_pos=tpos, targets=tgt, loss_mask=lmask, old_logprobs=oldlp,
+                advantages=adv)

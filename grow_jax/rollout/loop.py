@@ -1,0 +1,127 @@
+"""The host rollout loop: G episodes of each of B tasks, one sampler call per turn.
+
+Every turn, the prompts of all live episodes go through one jitted `Sampler.sample`; the
+sampled tokens are decoded into env actions (garbled text -> no-op, flagged invalid, with
+a format penalty), all live envs step together through the `EnvPool`, and each decision
+is appended to its episode's `Trajectory`. Finished envs drop out of the batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Protocol, Sequence
+
+import jax
+import numpy as np
+
+from grow_jax.data.samples import encode_images
+from grow_jax.rollout.types import Step, Trajectory
+
+
+class Agent(Protocol):
+    """What the loop needs from the agent: prompts in, env actions out."""
+
+    history: int  # previous decisions in each prompt; 0 = current frame only (GROW)
+
+    def prompt_ids(self, instruction: str, actions: Sequence[str], num_images: int,
+                   image_tokens: int) -> np.ndarray:
+        """Token ids of the prompt for a decision with `num_images` frames."""
+
+    def decode(self, action_ids: np.ndarray) -> tuple[Any, bool, str]:
+        """(env action, valid, action text); never raises."""
+
+
+@dataclasses.dataclass
+class RolloutStats:
+    env_steps: int = 0
+    decisions: int = 0
+    sample_s: float = 0.0  # time inside the sampler (incl. host batching)
+    env_s: float = 0.0  # time stepping envs
+    total_s: float = 0.0
+
+    def as_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["env_steps_per_s"] = self.env_steps / max(self.total_s, 1e-9)
+        return d
+
+
+def image_token_count(frame_shape, model_config, fit_mode="pad") -> int:
+    """Merged vision tokens one frame occupies in the prompt."""
+    v = model_config.vision
+    f = v.patch_size * v.spatial_merge_size
+    h, w = (-(-frame_shape[0] // f) * f, -(-frame_shape[1] // f) * f)
+    return (h // v.patch_size) * (w // v.patch_size) // v.spatial_merge_size**2
+
+
+def run_episodes(pool, agent: Agent, sampler, params, *, seeds: Sequence[int],
+                 groups: Sequence[int], rng: jax.Array, format_penalty: float = 0.0,
+                 fit_mode: str = "pad", stats: RolloutStats | None = None) -> list[Trajectory]:
+    """Plays one episode in every env of `pool` (env i: seed seeds[i], group groups[i]).
+
+    Returns the trajectories in env order. Episodes end on termination, truncation or
+    the env's own step cap (`Task.max_steps`).
+    """
+    stats = stats if stats is not None else RolloutStats()
+    t_start = time.perf_counter()
+    n = pool.num_envs
+    if len(seeds) != n or len(groups) != n:
+        raise ValueError(f"need one seed and one group per env ({n}), got {len(seeds)} seeds "
+                         f"and {len(groups)} groups")
+    t0 = time.perf_counter()
+    obs = pool.reset(seeds)
+    stats.env_s += time.perf_counter() - t0
+    mcfg = sampler.config
+    trajs = [Trajectory(task_id=pool.tasks[i].task_id, instruction=obs[i]["instruction"],
+                        seed=int(seeds[i]), group=int(groups[i]), history=agent.history,
+                        family=pool.tasks[i].family) for i in range(n)]
+    n_img = image_token_count(obs[0]["image"].shape, mcfg, fit_mode)
+    live = list(range(n))
+    prompt_cache: dict = {}
+    while live:
+        t0 = time.perf_counter()
+        prompts, images = [], []
+        for i in live:
+            tr = trajs[i]
+            frames = [s.frame for s in tr.steps[max(0, len(tr.steps) - agent.history):]]
+            frames = (frames if agent.history else []) + [obs[i]["image"]]
+            acts = tuple(s.action_text for s in tr.steps[max(0, len(tr.steps) - agent.history):]
+                         ) if agent.history else ()
+            key = (tr.instruction, acts, len(frames))
+            ids = prompt_cache.get(key)
+            if ids is None:
+                ids = agent.prompt_ids(tr.instruction, acts, len(frames), n_img)
+                prompt_cache[key] = ids
+            prompts.append(ids)
+            images.append(encode_images(frames, mcfg, fit_mode))
+        rng, sub = jax.random.split(rng)
+        tokens, logps = sampler.sample(params, prompts, images, rng=sub)
+        stats.sample_s += time.perf_counter() - t0
+        actions, decoded = [], []
+        for j, i in enumerate(live):
+            action, valid, text = agent.decode(tokens[j])
+            actions.append(action)
+            decoded.append((valid, text))
+        t0 = time.perf_counter()
+        new_obs, rew, term, trunc, infos = pool.step(actions, indices=live)
+        stats.env_s += time.perf_counter() - t0
+        still = []
+        for j, i in enumerate(live):
+            valid, text = decoded[j]
+            tr = trajs[i]
+            tr.steps.append(Step(frame=obs[i]["image"], prompt_ids=np.asarray(prompts[j], np.int32),
+                                 action_ids=np.asarray(tokens[j], np.int32),
+                                 logprobs=np.asarray(logps[j], np.float32),
+                                 reward=float(rew[j]) - (0.0 if valid else format_penalty),
+                                 invalid=not valid, action_text=text))
+            obs[i] = new_obs[j]
+            if term[j] or trunc[j]:
+                tr.success = bool(infos[j].get("success", False))
+                tr.terminated, tr.truncated = bool(term[j]), bool(trunc[j])
+            else:
+                still.append(i)
+        stats.env_steps += len(live)
+        stats.decisions += len(live)
+        live = still
+    stats.total_s += time.perf_counter() - t_start
+    return trajs

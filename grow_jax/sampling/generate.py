@@ -1,0 +1,219 @@
+"""Batched generation with a fixed-size KV cache, as pure jitted functions.
+
+`Sampler` is the rollout hot path: it left-pads prompts into a few bucketed shapes,
+runs one jitted prefill + `lax.while_loop` decode (stopping once every row emitted a
+stop token) and returns new tokens with their log-probabilities. `generate` is the
+transformers-like convenience API on top.
+
+Log-probabilities are those of the distribution tokens are drawn from before top-k/top-p
+filtering: log_softmax(logits / temperature), or log_softmax(logits) when greedy. With
+temperature 1 (the RL default) they equal the teacher-forced forward's log-softmax.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from grow_jax.models.qwen2_vl import inputs as qinputs
+from grow_jax.models.qwen2_vl.modeling import init_cache
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingParams:
+    """Static decoding settings (part of the compile key)."""
+
+    max_new_tokens: int = 16
+    temperature: float = 1.0  # 0 = greedy
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1 = off
+    stop_token_ids: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+
+
+def _choose(logits: jax.Array, rng: jax.Array, sp: SamplingParams):
+    """Picks one token per row; returns (token, its log-probability)."""
+    logits = logits.astype(jnp.float32)
+    if sp.temperature == 0:
+        tok = jnp.argmax(logits, axis=-1)
+        return tok, jnp.take_along_axis(jax.nn.log_softmax(logits), tok[:, None], 1)[:, 0]
+    scaled = logits / sp.temperature
+    logp = jax.nn.log_softmax(scaled)
+    filt = scaled
+    if sp.top_k:
+        kth = jax.lax.top_k(filt, sp.top_k)[0][:, -1:]
+        filt = jnp.where(filt < kth, -jnp.inf, filt)
+    if sp.top_p < 1.0:
+        srt = jnp.sort(filt, axis=-1)[:, ::-1]
+        cum = jnp.cumsum(jax.nn.softmax(srt), axis=-1)
+        # keep the smallest prefix whose mass reaches top_p (always at least one token)
+        cutoff_idx = jnp.sum(cum < sp.top_p, axis=-1, keepdims=True)
+        cutoff = jnp.take_along_axis(srt, cutoff_idx, axis=-1)
+        filt = jnp.where(filt < cutoff, -jnp.inf, filt)
+    tok = jax.random.categorical(rng, filt, axis=-1)
+    return tok, jnp.take_along_axis(logp, tok[:, None], 1)[:, 0]
+
+
+def _generate(params, rest, rng, batch, *, graphdef, config, sp: SamplingParams):
+    """Prefill + decode. batch: input_ids/attention_mask [B,Tp], position_ids [3,B,Tp],
+    pixel_values [P,D], vision_pos_ids [P,2], vision_segment_ids [P], row_valid [B]."""
+    model = nnx.merge(graphdef, params, rest)
+    ids, pmask = batch["input_ids"], batch["attention_mask"]
+    b, tp = ids.shape
+    total = tp + sp.max_new_tokens
+    cache = init_cache(config, b, total, config.dtype)
+    mask = jnp.concatenate([pmask, jnp.zeros((b, sp.max_new_tokens), pmask.dtype)], axis=1)
+    image_embeds = None
+    if batch["pixel_values"].shape[0]:
+        image_embeds = model.encode_images(batch["pixel_values"], batch["vision_pos_ids"],
+                                           batch["vision_segment_ids"])
+    last = jnp.full((b, 1), tp - 1, jnp.int32)
+    logits, cache = model.forward(ids, batch["position_ids"], mask, image_embeds=image_embeds,
+                                  cache=cache, cache_pos=jnp.int32(0), logits_at=last)
+    next_pos = jnp.max(batch["position_ids"], axis=(0, 2)) + 1  # [B]
+    stops = jnp.asarray(sp.stop_token_ids or (-1,), jnp.int32)
+
+    rng, sub = jax.random.split(rng)
+    tok, lp = _choose(logits[:, -1], sub, sp)
+    tokens = jnp.zeros((b, sp.max_new_tokens), jnp.int32).at[:, 0].set(tok)
+    logps = jnp.zeros((b, sp.max_new_tokens), jnp.float32).at[:, 0].set(lp)
+    done = jnp.isin(tok, stops) | ~batch["row_valid"]  # padding rows never hold the loop
+    lengths = jnp.ones((b,), jnp.int32)
+
+    def cond(c):
+        i, _, _, _, _, _, done, _ = c
+        return (i < sp.max_new_tokens) & ~jnp.all(done)
+
+    def body(c):
+        i, cache, mask, tokens, logps, lengths, done, rng = c
+        mask = mask.at[:, tp + i - 1].set(1)
+        pos = jnp.broadcast_to((next_pos + i - 1)[None, :, None], (3, b, 1)).astype(jnp.int32)
+        logits, cache = model.forward(tokens[:, i - 1:i], pos, mask, cache=cache,
+                                      cache_pos=(tp + i - 1).astype(jnp.int32))
+        rng, sub = jax.random.split(rng)
+        tok, lp = _choose(logits[:, -1], sub, sp)
+        tok = jnp.where(done, 0, tok)
+        lp = jnp.where(done, 0.0, lp)
+        tokens = tokens.at[:, i].set(tok)
+        logps = logps.at[:, i].set(lp)
+        lengths = lengths + (~done).astype(jnp.int32)
+        done = done | jnp.isin(tok, stops)
+        return i + 1, cache, mask, tokens, logps, lengths, done, rng
+
+    init = (jnp.int32(1), cache, mask, tokens, logps, lengths, done, rng)
+    _, _, _, tokens, logps, lengths, _, _ = jax.lax.while_loop(cond, body, init)
+    return tokens, logps, lengths
+
+
+def _bucket(n: int, multiple: int) -> int:
+    return max(multiple, -(-n // multiple) * multiple)
+
+
+class Sampler:
+    """Jitted batched sampling for one model graph; recompiles only per bucketed shape."""
+
+    def __init__(self, model, sp: SamplingParams, *, mesh=None, prompt_bucket: int = 16,
+                 batch_bucket: int = 8, patch_bucket: int = 256, pad_id: int = 0):
+        self.graphdef, _, self.rest = nnx.split(model, nnx.Param, ...)
+        self.config = model.config
+        self.sp, self.mesh, self.pad_id = sp, mesh, pad_id
+        self.prompt_bucket, self.batch_bucket, self.patch_bucket = (
+            prompt_bucket, batch_bucket, patch_bucket)
+        self._fn = jax.jit(functools.partial(_generate, graphdef=self.graphdef,
+                                             config=self.config, sp=sp))
+
+    def prepare(self, prompts: Sequence[np.ndarray], images=None) -> tuple[dict, int]:
+        """Left-pads prompts and concatenates image patches into one bucketed batch."""
+        n = len(prompts)
+        if n == 0:
+            raise ValueError("no prompts to sample from")
+        b = _bucket(n, self.batch_bucket)
+        tp = _bucket(max(len(p) for p in prompts), self.prompt_bucket)
+        ids = np.full((b, tp), self.pad_id, np.int32)
+        mask = np.zeros((b, tp), np.int32)
+        for i, p in enumerate(prompts):
+            ids[i, tp - len(p):] = p
+            mask[i, tp - len(p):] = 1
+        mask[n:, -1] = 1  # padding rows hold one (pad) token so their softmax stays finite
+        v = self.config.vision
+        patch_dim = v.in_chans * v.temporal_patch_size * v.patch_size**2
+        pix = [im[0] for im in (images or []) if im is not None]
+        grids = [im[1] for im in (images or []) if im is not None]
+        grid = np.concatenate(grids).astype(np.int32) if grids else None
+        pos, _ = qinputs.get_rope_index(ids, grid, mask, self.config)
+        used = sum(x.shape[0] for x in pix)
+        p = _bucket(used, self.patch_bucket) if used else 0
+        pixel_values = np.zeros((p, patch_dim), np.float32)
+        vpos = np.zeros((p, 2), np.int32)
+        seg = np.zeros((p,), np.int32)
+        if used:
+            pixel_values[:used] = np.concatenate(pix)
+            vpos[:used] = qinputs.vision_position_ids(grid, v.spatial_merge_size)
+            seg[:used] = qinputs.vision_segment_ids(grid)
+            seg[used:] = seg[used - 1] + 1
+        batch = dict(input_ids=ids, attention_mask=mask, position_ids=np.asarray(pos, np.int32),
+                     pixel_values=pixel_values, vision_pos_ids=vpos, vision_segment_ids=seg,
+                     row_valid=np.arange(b) < n)
+        return batch, n
+
+    def sample(self, params, prompts, images=None, *, rng) -> tuple[list, list]:
+        """New tokens and their log-probabilities per prompt (cut after a stop token)."""
+        batch, n = self.prepare(prompts, images)
+        if self.mesh is not None:
+            batch = _shard_batch(batch, self.mesh)
+        tokens, logps, lengths = jax.device_get(self._fn(params, self.rest, rng, batch))
+        return ([tokens[i, :lengths[i]] for i in range(n)],
+                [logps[i, :lengths[i]] for i in range(n)])
+
+
+def _shard_batch(batch: dict, mesh) -> dict:
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    axes = ("data", "fsdp")
+    n = mesh.shape["data"] * mesh.shape["fsdp"]
+    out = {}
+    for k, x in batch.items():
+        dim = 1 if k == "position_ids" else 0
+        spec = [None] * x.ndim
+        if x.shape[dim] % n == 0 and k not in ("pixel_values", "vision_pos_ids",
+                                                 "vision_segment_ids"):
+            spec[dim] = axes
+        out[k] = jax.device_put(x, NamedSharding(mesh, P(*spec)))
+    return out
+
+
+def generate(model, prompts: Sequence[Sequence[int]], images=None, max_new_tokens: int = 16,
+             temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
+             stop_token_ids: Sequence[int] = (), seed: int = 0):
+    """Generates for a list of token-id prompts of different lengths.
+
+    `images`: optional, one entry per prompt, None or (pixel_values, image_grid_thw) in
+    transformers' layout. Returns (tokens, logprobs): lists with one int32 / float32 array
+    per prompt, holding the new tokens up to and including the first stop token.
+    """
+    if images is not None and len(images) != len(prompts):
+        raise ValueError(f"images has {len(images)} entries for {len(prompts)} prompts")
+    sp = SamplingParams(max_new_tokens, temperature, top_k, top_p, tuple(stop_token_ids))
+    sampler = Sampler(model, sp)
+    params = nnx.state(model, nnx.Param)
+    imgs = None
+    if images is not None:
+        imgs = [None if im is None else (np.asarray(im[0], np.float32), np.asarray(im[1]))
+                for im in images]
+    return sampler.sample(params, [np.asarray(p, np.int32) for p in prompts], imgs,
+                          rng=jax.random.key(seed))

@@ -1,0 +1,175 @@
+"""The pure, sharded train step shared by GROW, every baseline and SFT.
+
+`train_step(state, batches) -> (state, metrics)` runs M optimizer updates in one jitted
+`lax.scan` (M minibatches of one rollout, each optionally accumulated over A
+micro-batches), so a whole epoch costs one dispatch. It is compiled with `jax.jit` and
+explicit in/out shardings and donates the state it replaces.
+
+Batches come from `grow_jax.data.samples.collate` stacked to leading dims [M, A]; the
+model computes logits only at the action-token positions (`target_pos`), which is what
+makes state-action samples cheap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from grow_jax.algo import losses
+
+BATCH_AXES = ("data", "fsdp")
+# Which dimension of each micro-batch array is the batch (or patch) dimension.
+_BATCH_DIM = dict(input_ids=0, attention_mask=0, position_ids=1, pixel_values=0,
+                  vision_pos_ids=0, vision_segment_ids=0, target_pos=0, targets=0,
+                  loss_mask=0, old_logprobs=0, advantages=0, ref_logprobs=0)
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a resumed run needs from the learner: params, optimizer, counters, RNG."""
+
+    params: Any  # nnx.State of the model's nnx.Param leaves (f32 master weights)
+    opt_state: Any
+    step: jax.Array  # int32 scalar: optimizer updates done
+    rng: jax.Array  # PRNG key, split once per update
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """Static loss settings (part of the compile key)."""
+
+    kind: str = "policy"  # "policy" (clipped surrogate) | "sft" (cross-entropy on actions)
+    clip_low: float = 0.2
+    clip_high: float = 0.2
+    kl_coef: float = 0.0
+    entropy_coef: float = 0.0
+    aggregation: str = "token_mean"
+
+    def __post_init__(self):
+        if self.kind not in ("policy", "sft"):
+            raise ValueError(f"loss kind must be 'policy' or 'sft', got {self.kind!r}")
+
+
+def action_logits(model, mb: dict) -> jax.Array:
+    """Logits [B, K, V] at the positions that predict action tokens."""
+    image_embeds = None
+    if mb["pixel_values"].shape[0]:
+        image_embeds = model.encode_images(mb["pixel_values"], mb["vision_pos_ids"],
+                                           mb["vision_segment_ids"])
+    return model.forward(mb["input_ids"], mb["position_ids"], mb["attention_mask"],
+                         image_embeds=image_embeds, logits_at=mb["target_pos"])[0]
+
+
+def _loss(params, rest, graphdef, cfg: LossConfig, mb: dict):
+    model = nnx.merge(graphdef, params, rest)
+    logits = action_logits(model, mb).astype(jnp.float32)
+    logp = losses.token_logprobs(logits, mb["targets"])
+    mask = mb["loss_mask"]
+    if cfg.kind == "sft":
+        loss = -losses.masked_mean(logp, mask, cfg.aggregation)
+        return loss, {"loss": loss, "nll": loss}
+    entropy = losses.token_entropy(logits) if cfg.entropy_coef else None
+    return losses.policy_loss(
+        logp, mb["old_logprobs"], mb["advantages"], mask, clip_low=cfg.clip_low,
+        clip_high=cfg.clip_high, kl_coef=cfg.kl_coef, ref_logprobs=mb.get("ref_logprobs"),
+        aggregation=cfg.aggregation, entropy=entropy, entropy_coef=cfg.entropy_coef)
+
+
+def _update(state: TrainState, micro_batches: dict, *, graphdef, rest, tx, cfg):
+    """One optimizer update from A accumulated micro-batches (leading axis A)."""
+    grad_fn = jax.value_and_grad(_loss, has_aux=True)
+
+    def accumulate(carry, mb):
+        grads, metrics = carry
+        (_, m), g = grad_fn(state.params, rest, graphdef, cfg, mb)
+        return (jax.tree.map(jnp.add, grads, g), jax.tree.map(jnp.add, metrics, m)), None
+
+    n_acc = jax.tree.leaves(micro_batches)[0].shape[0]
+    first = jax.tree.map(lambda x: x[0], micro_batches)
+    (_, m0), g0 = grad_fn(state.params, rest, graphdef, cfg, first)
+    rest_mbs = jax.tree.map(lambda x: x[1:], micro_batches)
+    (grads, metrics), _ = jax.lax.scan(accumulate, (g0, m0), rest_mbs)
+    grads = jax.tree.map(lambda g: g / n_acc, grads)
+    metrics = jax.tree.map(lambda m: m / n_acc, metrics)
+    metrics["grad_norm"] = optax.global_norm(grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    rng, _ = jax.random.split(state.rng)
+    return TrainState(params, opt_state, state.step + 1, rng), metrics
+
+
+def train_step(state: TrainState, batches: dict, *, graphdef, rest, tx, cfg: LossConfig):
+    """M updates over `batches` (leading dims [M, A]); metrics are means over the M."""
+
+    def body(s, mbs):
+        return _update(s, mbs, graphdef=graphdef, rest=rest, tx=tx, cfg=cfg)
+
+    state, metrics = jax.lax.scan(body, state, batches)
+    return state, jax.tree.map(jnp.mean, metrics)
+
+
+def batch_shardings(mesh, batch: dict) -> dict:
+    """NamedShardings for a stacked [M, A, ...] batch: the batch dim over (data, fsdp)."""
+
+    def spec(key, x):
+        axes = [None] * x.ndim
+        axes[2 + _BATCH_DIM[key]] = BATCH_AXES
+        return NamedSharding(mesh, P(*axes))
+
+    return {k: spec(k, v) for k, v in batch.items()}
+
+
+def check_divisible(mesh, batch_size: int, what: str = "batch size"):
+    n = mesh.shape["data"] * mesh.shape["fsdp"]
+    if batch_size % n:
+        raise ValueError(f"{what} {batch_size} must be divisible by data*fsdp = {n} of mesh "
+                         f"{dict(mesh.shape)}")
+
+
+class Learner:
+    """Holds the model's graph, the optimizer and the jitted step for one mesh.
+
+    `learner.step(state, batches)` runs `train_step` compiled with the state's shardings
+    as in/out shardings (donated) and batch shardings over (data, fsdp).
+    """
+
+    def __init__(self, model, tx: optax.GradientTransformation, cfg: LossConfig, mesh):
+        self.graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
+        self.tx, self.cfg, self.mesh = tx, cfg, mesh
+        self._params_template = params
+        self._compiled = {}
+
+    def init_state(self, params=None, seed: int = 0) -> TrainState:
+        """A fresh TrainState on the mesh (optimizer moments sharded like the params)."""
+        params = self._params_template if params is None else params
+        opt_state = jax.jit(self.tx.init)(params)
+        return TrainState(params, opt_state, jnp.zeros((), jnp.int32),
+                          jax.random.key_data(jax.random.key(seed)))
+
+    def state_shardings(self, state: TrainState):
+        return jax.tree.map(lambda x: x.sharding, state)
+
+    def step(self, state: TrainState, batches: dict):
+        key = tuple((k, v.shape) for k, v in sorted(batches.items()))
+        fn = self._compiled.get(key)
+        if fn is None:
+            st_sh = self.state_shardings(state)
+            b_sh = batch_shardings(self.mesh, batches)
+            fn = jax.jit(functools.partial(train_step, graphdef=self.graphdef, rest=self.rest,
+                                           tx=self.tx, cfg=self.cfg),
+                         in_shardings=(st_sh, b_sh), out_shardings=(st_sh, None),
+                         donate_argnums=0)
+            self._compiled[key] = fn
+        return fn(state, batches)
+
+    def model(self, state: TrainState):
+        """The NNX model with the state's current params (for sampling and eval)."""
+        return nnx.merge(self.graphdef, state.params, self.rest)

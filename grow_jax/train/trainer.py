@@ -1,0 +1,366 @@
+"""The training loops behind `--mode=train` (GROW / baselines) and `--mode=sft`.
+
+train: [SFT warm start if the workdir is new] -> evaluate the start -> iterations of
+rollout -> advantages -> K epochs of fused updates -> metrics -> periodic eval and
+checkpoints -> final eval, eval.json/eval.md and learning_curve.png.
+
+Exact resume: a checkpoint holds the TrainState (params, optimizer, step, RNG) and the
+iteration; env seeds and sampling keys derive from (config.seed, iteration), so a run
+killed at any point and restarted from its last checkpoint replays the same iterations.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+import numpy as np
+from flax import nnx
+
+from grow_jax.data.pipeline import epoch_batches, stack_micro_batches
+from grow_jax.data.samples import BatchShape, collate, make_sample
+from grow_jax.eval.evaluate import evaluate, write_report
+from grow_jax.rollout.loop import RolloutStats, image_token_count, run_episodes
+from grow_jax.sampling.generate import Sampler, SamplingParams
+from grow_jax.train import builders
+from grow_jax.train.checkpoint import Checkpointer
+from grow_jax.train.metrics import MetricsWriter, plot_learning_curve, read_metrics
+from grow_jax.train.optim import make_optimizer
+from grow_jax.train.rl import build_samples
+from grow_jax.train.step import Learner, LossConfig, TrainState
+
+TRAIN_KEYS = ("success_rate", "mean_return", "loss", "kl", "clip_frac", "grad_norm",
+              "samples_per_s", "iter_s")
+EVAL_KEYS = ("eval_success_rate", "eval_episodes")
+
+
+class Run:
+    """Everything built once per process: mesh, tokenizer, model, agent, env pools."""
+
+    def __init__(self, config, workdir: str):
+        from grow_jax.agent.adapter import make_agent
+
+        self.config, self.workdir = config, workdir
+        os.makedirs(workdir, exist_ok=True)
+        self.mesh = builders.make_mesh(config)
+        self.tokenizer = builders.load_tokenizer(config)
+        self.mcfg = builders.model_config(config, self.tokenizer)
+        self.model = builders.build_model(self.mcfg, self.mesh, config.seed)
+        self.agent = make_agent(config, self.tokenizer)
+        self.pad_id = self.agent.pad_id
+        self.ckpt = Checkpointer(os.path.join(workdir, "checkpoints"),
+                                 max_to_keep=config.checkpoint.keep,
+                                 async_save=config.checkpoint.async_save)
+        self.metrics = MetricsWriter(workdir, tensorboard=config.logging.tensorboard,
+                                     console=config.logging.progress,
+                                     process_index=jax.process_index())
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+        self._pools = {}
+
+    # -------------------------------------------------------------- pieces
+    def tasks(self, eval_: bool = False):
+        from grow_jax.envs import make_tasks
+
+        e = self.config.env
+        names = (e.eval_tasks or e.tasks) if eval_ else e.tasks
+        kwargs = dict(max_steps=e.max_steps)
+        if e.suite == "babyai":
+            kwargs["levels"] = list(names)
+        return make_tasks(e.suite, **kwargs)
+
+    def pool(self, name: str, tasks_per_env):
+        from grow_jax.envs.pool import EnvPool
+
+        if name not in self._pools:
+            e = self.config.env
+            self._pools[name] = EnvPool(tasks_per_env, env_kwargs=dict(e.kwargs),
+                                        mode=e.pool_mode)
+        return self._pools[name]
+
+    def sampler(self, greedy: bool = False) -> Sampler:
+        a = self.config.agent
+        sp = SamplingParams(max_new_tokens=a.max_new_tokens,
+                            temperature=0.0 if greedy else a.temperature, top_k=a.top_k,
+                            top_p=a.top_p, stop_token_ids=tuple(self.agent.stop_ids))
+        return Sampler(self.model, sp, mesh=self.mesh, pad_id=self.pad_id)
+
+    def learner(self, kind: str, opt_cfg) -> Learner:
+        g = self.config.algo
+        cfg = LossConfig(kind=kind, clip_low=g.clip_low, clip_high=g.clip_high,
+                         kl_coef=g.kl_coef, entropy_coef=g.entropy_coef,
+                         aggregation=g.aggregation)
+        params = nnx.state(self.model, nnx.Param)
+        return Learner(self.model, make_optimizer(opt_cfg, params), cfg, self.mesh)
+
+    # --------------------------------------------------------- checkpoints
+    def save(self, iteration: int, state: TrainState, phase: str, force: bool = False):
+        pure = nnx.to_pure_dict(state.params)
+        rest = {str(i): x for i, x in enumerate(jax.tree.leaves(
+            (state.opt_state, state.step, state.rng)))}
+        extra = dict(iteration=iteration, phase=phase, model_config=self.mcfg.to_hf(),
+                     config=json.loads(self.config.to_json_best_effort()))
+        self.ckpt.save(iteration, {"params": pure, "train_state": rest}, extra_json=extra,
+                       force=force)
+
+    def restore(self, state: TrainState, step: int | None = None):
+        """(state, extra) restored onto `state`'s shardings; opt state only if phases match."""
+        pure = nnx.to_pure_dict(state.params)
+        leaves, treedef = jax.tree.flatten((state.opt_state, state.step, state.rng))
+        out = self.ckpt.restore({"params": pure,
+                                 "train_state": {str(i): x for i, x in enumerate(leaves)}},
+                                step)
+        params = state.params
+        nnx.replace_by_pure_dict(params, out["params"])
+        opt, step_, rng = jax.tree.unflatten(
+            treedef, [out["train_state"][str(i)] for i in range(len(leaves))])
+        return TrainState(params, opt, step_, rng), out.get("extra", {})
+
+    def close(self):
+        self.ckpt.close()
+        self.metrics.close()
+        for p in self._pools.values():
+            p.close()
+
+
+# ------------------------------------------------------------------ SFT
+def sft_config_view(config):
+    """The optimizer settings of the SFT phase (shape expected by make_optimizer)."""
+    s = config.sft
+    return _Opt(lr=s.lr, warmup_steps=s.warmup_steps, total_steps=s.steps,
+                grad_clip=s.grad_clip, schedule="constant")
+
+
+def rl_config_view(config):
+    r = config.rl
+    return _Opt(lr=r.lr, warmup_steps=r.warmup_steps, total_steps=10**9,
+                grad_clip=r.grad_clip, schedule="constant", weight_decay=r.weight_decay)
+
+
+class _Opt:
+    def __init__(self, lr, warmup_steps, total_steps, grad_clip, schedule, weight_decay=0.0):
+        self.lr, self.warmup_steps, self.total_steps = lr, warmup_steps, total_steps
+        self.grad_clip, self.schedule, self.weight_decay = grad_clip, schedule, weight_decay
+        self.final_lr_ratio, self.b1, self.b2, self.eps = 0.1, 0.9, 0.999, 1e-8
+        self.freeze_vision = False
+
+
+def demo_path(run: Run) -> str:
+    from grow_jax.data import demos
+
+    s = run.config.sft
+    if s.demo_path:
+        return s.demo_path
+    path = os.path.join(run.workdir, "demos", "bot_demos.array_record")
+    if not os.path.exists(path):
+        e = run.config.env
+        recs = demos.bot_episodes(run.tasks(), s.demo_episodes, run.config.seed + 10_000,
+                                  dict(e.kwargs), e.max_steps)
+        n = demos.write_demos(path, recs)
+        print(f"[sft] wrote {n} expert decisions from {s.demo_episodes} bot episodes to {path}",
+              flush=True)
+    return path
+
+
+def run_sft_phase(run: Run) -> TrainState:
+    """Supervised fine-tuning on expert decisions; returns the trained state."""
+    from grow_jax.data import demos
+
+    c = run.config
+    s = c.sft
+    learner = run.learner("sft", sft_config_view(c))
+    state = learner.init_state(seed=c.seed)
+    n_img = None
+    agent, mcfg = run.agent, run.mcfg
+
+    def to_sample(rec):
+        nonlocal n_img
+        if n_img is None:
+            n_img = image_token_count(rec["frame"].shape, mcfg)
+        prompt = agent.prompt_ids(rec["instruction"], (), 1, n_img)
+        target = np.asarray(agent.encode(rec["action"]), np.int32)[:c.agent.max_new_tokens]
+        ids = np.concatenate([prompt, target])
+        k = len(target)
+        return make_sample(ids, [rec["frame"]], len(prompt) - 1 + np.arange(k), np.zeros(k),
+                           np.zeros(k), mcfg)
+
+    ds = demos.demo_dataset(demo_path(run)).map(to_sample)
+    samples = list(ds)
+    shape = BatchShape.fit(samples, s.batch_size)
+    import grain
+
+    batches = (grain.MapDataset.source(samples).shuffle(seed=c.seed).repeat(None)
+               .batch(s.batch_size, drop_remainder=True,
+                      batch_fn=lambda xs: collate(xs, shape, mcfg, run.pad_id)))
+    per_call = max(1, min(s.steps_per_call, s.steps))
+    t0 = time.perf_counter()
+    done = 0
+    while done < s.steps:
+        m = min(per_call, s.steps - done)
+        stacked = stack_micro_batches([batches[done + i] for i in range(m)], 1)
+        stacked = {k: v.reshape((m,) + v.shape[1:]).reshape((m, 1) + v.shape[2:])
+                   for k, v in stacked.items()}
+        state, metrics = learner.step(state, stacked)
+        done += m
+        row = dict(phase="sft", step=done, sft_samples=len(samples),
+                   samples_per_s=done * s.batch_size / (time.perf_counter() - t0),
+                   **{k: float(v) for k, v in jax.device_get(metrics).items()})
+        run.metrics.write(row, ("loss", "samples_per_s"))
+    return state
+
+
+def run_sft(config, workdir: str):
+    """--mode=sft: SFT only; the result is checkpoint 0 of WORKDIR (an RL starting point)."""
+    run = Run(config, workdir)
+    try:
+        state = run_sft_phase(run)
+        run.save(0, state, "sft", force=True)
+        run.ckpt.wait()
+    finally:
+        run.close()
+
+
+# ------------------------------------------------------------------- RL
+def iteration_seeds(config, iteration: int) -> np.ndarray:
+    """World seeds of iteration's groups: distinct across iterations, below eval seeds."""
+    r = config.rl
+    rng = np.random.default_rng([config.seed, iteration])
+    return rng.integers(0, config.eval.seed_offset, size=r.groups_per_iter)
+
+
+def run_evaluation(run: Run, params, iteration: int, env_steps: int, final: bool = False):
+    c = run.config
+    tasks = run.tasks(eval_=True)
+    n_env = min(c.eval.num_envs, c.eval.episodes * len(tasks))
+    per_env = [tasks[i % len(tasks)] for i in range(n_env)]
+    pool = run.pool("eval", per_env)
+    sampler = run._eval_sampler
+    key = jax.random.fold_in(jax.random.key(c.seed + 1), iteration)
+    report, trajs = evaluate(pool, run.agent, sampler, params,
+                             episodes_per_task=c.eval.episodes,
+                             seed_offset=c.eval.seed_offset, rng=key,
+                             format_penalty=c.algo.format_penalty)
+    run.metrics.write(dict(phase="eval", step=iteration, env_steps=env_steps,
+                           eval_success_rate=report["success_rate"],
+                           eval_episodes=report["episodes"],
+                           eval_mean_steps=report["mean_steps"]), EVAL_KEYS)
+    if final:
+        write_report(report, run.workdir)
+    if c.eval.videos:
+        _write_videos(run, trajs[:c.eval.videos], iteration)
+    return report
+
+
+def _write_videos(run: Run, trajs, iteration: int):
+    from grow_jax.agent.videos import write_episode_gif
+
+    out = os.path.join(run.workdir, "videos")
+    for k, tr in enumerate(trajs):
+        write_episode_gif(os.path.join(out, f"iter{iteration:05d}_{k}_{tr.task_id}.gif"),
+                          [s.frame for s in tr.steps], tr.instruction,
+                          [s.action_text for s in tr.steps], tr.success)
+
+
+def _truncate_metrics(workdir: str, last_step: int):
+    """On resume, rows of iterations after the checkpoint move to metrics.discarded.jsonl
+    (they will be re-run); nothing is deleted."""
+    rows = read_metrics(workdir)
+    keep = [r for r in rows if r.get("phase") == "sft" or r.get("step", 0) <= last_step]
+    if len(keep) == len(rows):
+        return
+    path = os.path.join(workdir, "metrics.jsonl")
+    with open(os.path.join(workdir, "metrics.discarded.jsonl"), "a") as f:
+        for r in rows:
+            if r not in keep:
+                f.write(json.dumps(r) + "\n")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        for r in keep:
+            f.write(json.dumps(r) + "\n")
+    os.replace(tmp, path)
+
+
+def run_train(config, workdir: str):
+    """--mode=train: GROW (or config.algo.name) RL, resuming from WORKDIR if possible."""
+    run = Run(config, workdir)
+    try:
+        _train(run)
+    finally:
+        run.close()
+
+
+def _train(run: Run):
+    c = run.config
+    r = c.rl
+    learner = run.learner("policy", rl_config_view(c))
+    state = learner.init_state(seed=c.seed)
+    run._eval_sampler = run.sampler(greedy=c.eval.greedy)
+    sampler = run.sampler()
+    latest = run.ckpt.latest_step()
+    start, env_steps = 0, 0
+    if latest is not None:
+        state, extra = run.restore(state, latest)
+        start, env_steps = int(extra["iteration"]), int(extra.get("env_steps", 0))
+        if extra.get("phase") == "sft":  # fresh optimizer for RL, SFT params
+            state = learner.init_state(params=state.params, seed=c.seed)
+        _truncate_metrics(run.workdir, start)
+        print(f"[train] resumed from {run.ckpt.directory}/{latest} (iteration {start})",
+              flush=True)
+    elif r.init_checkpoint:
+        src = Checkpointer(os.path.join(r.init_checkpoint, "checkpoints"), async_save=False)
+        pure = src.restore({"params": nnx.to_pure_dict(state.params)})["params"]
+        src.close()
+        nnx.replace_by_pure_dict(state.params, pure)
+        state = learner.init_state(params=state.params, seed=c.seed)
+    elif c.sft.steps > 0:
+        sft_state = run_sft_phase(run)
+        state = learner.init_state(params=sft_state.params, seed=c.seed)
+        run.save(0, sft_state, "sft", force=True)
+    if start == 0:
+        run_evaluation(run, state.params, 0, 0)
+    tasks = run.tasks()
+    g = r.group_size
+    n_env = r.groups_per_iter * g
+    per_env = [tasks[(i // g) % len(tasks)] for i in range(n_env)]
+    pool = run.pool("train", per_env)
+    groups = [i // g for i in range(n_env)]
+    for it in range(start + 1, r.iterations + 1):
+        t0 = time.perf_counter()
+        seeds = np.repeat(iteration_seeds(c, it), g)
+        stats = RolloutStats()
+        key = jax.random.fold_in(jax.random.key(c.seed), it)
+        trajs = run_episodes(pool, run.agent, sampler, state.params, seeds=seeds,
+                             groups=groups, rng=key, format_penalty=c.algo.format_penalty,
+                             stats=stats)
+        env_steps += stats.env_steps
+        t_roll = time.perf_counter() - t0
+        samples, sstats = build_samples(trajs, c.algo, run.mcfg)
+        t1 = time.perf_counter()
+        metrics = {}
+        if samples:
+            shape = BatchShape.fit(samples, r.minibatch_size)
+            for batches in epoch_batches(samples, shape, run.mcfg, epochs=r.epochs,
+                                         accumulation=r.accumulation,
+                                         seed=hash((c.seed, it)) % 2**31, pad_id=run.pad_id):
+                state, m = learner.step(state, batches)
+                metrics = {k: float(v) for k, v in jax.device_get(m).items()}
+        t_train = time.perf_counter() - t1
+        row = dict(phase="train", step=it, env_steps=env_steps,
+                   success_rate=float(np.mean([t.success for t in trajs])),
+                   mean_return=float(np.mean([t.episode_return for t in trajs])),
+                   mean_steps=float(np.mean([t.length for t in trajs])),
+                   invalid_rate=float(np.mean([s.invalid for t in trajs for s in t.steps])),
+                   samples=len(samples), samples_per_s=len(samples) * r.epochs / max(t_train, 1e-9),
+                   rollout_s=t_roll, train_s=t_train, iter_s=time.perf_counter() - t0,
+                   env_steps_per_s=stats.env_steps / max(t_roll, 1e-9), **sstats, **metrics)
+        run.metrics.write(row, TRAIN_KEYS)
+        last = it == r.iterations
+        if c.eval.every and it % c.eval.every == 0 and not last:
+            run_evaluation(run, state.params, it, env_steps)
+        if last or (c.checkpoint.every and it % c.checkpoint.every == 0):
+            run.save(it, state, "rl", force=last)
+    run.ckpt.wait()
+    run_evaluation(run, state.params, r.iterations, env_steps, final=True)
+    plot_learning_curve(run.workdir)
