@@ -15,12 +15,13 @@ import importlib.util
 import json
 import os
 import re
+import traceback
 from typing import Any, Iterator, Sequence
 
 import ml_collections
 from ml_collections.config_dict import FieldReference
 
-_BASE_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+BASE_CONFIG_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           "configs", "base.py")
 
 
@@ -30,10 +31,10 @@ class ConfigError(ValueError):
 
 @functools.lru_cache(maxsize=1)
 def _base_module():
-    if not os.path.isfile(_BASE_FILE):
-        raise ConfigError(f"config error: default config {_BASE_FILE} not found "
+    if not os.path.isfile(BASE_CONFIG_FILE):
+        raise ConfigError(f"config error: default config {BASE_CONFIG_FILE} not found "
                           "(configs/ ships with the source tree; install grow_jax editable)")
-    spec = importlib.util.spec_from_file_location("grow_jax_configs_base", _BASE_FILE)
+    spec = importlib.util.spec_from_file_location("grow_jax_configs_base", BASE_CONFIG_FILE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -178,12 +179,16 @@ def check_overrides(argv: Sequence[str]) -> None:
         match = _OVERRIDE.match(arg)
         if not match:
             continue
+        path = match.group(1)
         node: Any = reference
-        for part in match.group(1).split("."):
-            if node is not reference and isinstance(node, ml_collections.ConfigDict) and not len(node):
-                break  # free-form section
+        for i, part in enumerate(path.split(".")):
+            if node is not reference and isinstance(node, ml_collections.ConfigDict) \
+                    and not len(node):
+                section = ".".join(path.split(".")[:i])
+                raise ConfigError(f"config error: '{path}' cannot be set on the command line: "
+                                  f"'{section}' is a free-form section, set it in the config file")
             if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-                raise _unknown(match.group(1), reference)
+                raise _unknown(path, reference)
             node = node._fields[part]  # noqa: SLF001
 
 
@@ -198,6 +203,9 @@ def _lookup(reference: ml_collections.ConfigDict, path: str) -> Any:
 
 
 _FLAG_VALUE = re.compile(r"flag --config\.([A-Za-z0-9_.]+)=(.*?): (.*)$", re.S)
+_FILE_LINE = re.compile(r'File "([^"]+)", line (\d+), in get_config\s*\n\s*(.*)')
+_CAST = re.compile(r"Could not override field '(\w+)'.*? is of original type <class '(\w+)'> "
+                   r"and cannot be casted to type <class '(\w+)'>", re.S)
 
 
 def explain_flag_error(error: BaseException) -> str:
@@ -210,6 +218,20 @@ def explain_flag_error(error: BaseException) -> str:
         if expected is not None:
             return f"config error: '{key}' must be {_type_name(expected)}, got {value!r}"
         return f"config error: bad value for '{key}': {value!r}"
+    where = _FILE_LINE.findall(text) or [
+        (f.filename, str(f.lineno), f.line or "") for f in traceback.extract_tb(error.__traceback__)
+        if f.name == "get_config"]
+    if where:  # an exception inside a config file's get_config(): point at the line
+        path, line, source = where[-1]
+        cast = _CAST.search(text)
+        if cast:
+            field, got, want = cast.groups()
+            detail = f"field '{field}' must be {want}, got {got}"
+        elif not _FILE_LINE.search(text):  # the exception itself, raised by get_config()
+            detail = f"{type(error).__name__}: {' '.join(text.split())}"
+        else:  # ml_collections' wrapped traceback: its last line is the exception
+            detail = text.splitlines()[-1]
+        return f"config error: {path}:{line}: {source.strip()}: {detail}"
     cause = error.__cause__ or error.__context__
     detail = " ".join((str(cause) if cause and not text else text).split())
     return f"config error: {detail}"

@@ -47,6 +47,8 @@ _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
                     "special_tokens_map.json", "added_tokens.json", "chat_template.jinja",
                     "chat_template.json")
+# Non-weight files of a HF folder worth keeping for a later export (tokenizer + image processor).
+ASSET_FILES = _TOKENIZER_FILES + ("preprocessor_config.json",)
 
 
 # ----------------------------------------------------------------------------- config

@@ -1,0 +1,211 @@
+"""grow_jax command line.
+
+    python -m grow_jax.main --config=configs/NAME.py --workdir=DIR --mode=MODE [--config.KEY=V ...]
+
+Modes (`MODES`): train, sft, eval (implemented in grow_jax.train.trainer / grow_jax.eval and
+imported only when used), import_hf (a local HF Qwen2-VL folder -> orbax checkpoint at step 0
+in DIR) and export_hf (latest checkpoint in DIR -> a folder transformers loads). Every mode
+first checks the config against configs/base.py and writes the resolved config to
+DIR/config.json. Config mistakes exit with status 2 and one line on stderr.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import shutil
+import sys
+from typing import Any, Callable
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from grow_jax import config_utils
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Run config file with a get_config() function (default: configs/base.py).",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder: checkpoints, logs, config.json.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "sft", "eval", "export_hf", "import_hf"],
+                          "What to run.")
+_HF_DIR = flags.DEFINE_string("hf_dir", None, "import_hf: local HF Qwen2-VL folder "
+                              "(default: config.model.hf_dir).")
+_HF_OUT = flags.DEFINE_string("hf_out", None, "export_hf: output folder.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "export_hf: replace a non-empty --hf_out.")
+
+CHECKPOINT_DIR = "checkpoints"
+HF_ASSETS_DIR = "hf_assets"  # tokenizer/processor files of an imported HF folder, for export
+
+
+class UsageError(Exception):
+    """A user mistake reported as one line (exit status 2)."""
+
+
+def _die(message: str) -> None:
+    print(message, file=sys.stderr)
+    sys.exit(2)
+
+
+# ----------------------------------------------------------------------------- helpers
+def make_mesh_from_config(config):
+    """The ("data", "fsdp", "tensor") mesh of config.mesh; data=-1 takes the remaining devices."""
+    import jax
+
+    from grow_jax import sharding
+
+    fsdp, tensor, data = config.mesh.fsdp, config.mesh.tensor, config.mesh.data
+    if data == -1:
+        data = max(1, jax.device_count() // (fsdp * tensor))
+    return sharding.make_mesh(data=data, fsdp=fsdp, tensor=tensor)
+
+
+def _checkpointer(config, workdir: str):
+    from grow_jax.train.checkpoint import Checkpointer
+
+    return Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), max_to_keep=config.checkpoint.keep,
+                        async_save=config.checkpoint.async_save)
+
+
+# ----------------------------------------------------------------------------- modes
+def import_hf(config, workdir: str, flag_values) -> None:
+    """--hf_dir (or config.model.hf_dir) -> orbax checkpoint at step 0 in WORKDIR."""
+    from flax import nnx
+
+    from grow_jax.models import hf_io
+
+    hf_dir = flag_values.hf_dir or config.model.hf_dir
+    if not hf_dir:
+        raise UsageError("import_hf needs --hf_dir=FOLDER (or config.model.hf_dir)")
+    ckpt = _checkpointer(config, workdir)
+    if ckpt.latest_step() is not None:
+        raise UsageError(f"import_hf: {ckpt.directory} already holds checkpoints "
+                         f"(latest step {ckpt.latest_step()}); use a fresh --workdir")
+    model = hf_io.load_pretrained(hf_dir, mesh=make_mesh_from_config(config),
+                                  dtype=config.model.dtype, param_dtype=config.model.param_dtype)
+    assets = os.path.join(workdir, HF_ASSETS_DIR)
+    os.makedirs(assets, exist_ok=True)
+    for name in hf_io.ASSET_FILES:
+        if os.path.isfile(os.path.join(hf_dir, name)):
+            shutil.copy2(os.path.join(hf_dir, name), os.path.join(assets, name))
+    extra = {"model_config": hf_io.model_config_to_json(model.config),
+             "run_config": config.to_dict(), "source_hf_dir": os.path.abspath(hf_dir)}
+    ckpt.save(0, {"params": nnx.to_pure_dict(nnx.state(model, nnx.Param))}, extra_json=extra,
+              force=True)
+    ckpt.close()
+    print(f"imported {hf_dir} -> {ckpt.directory}/0")
+
+
+def export_hf(config, workdir: str, flag_values) -> None:
+    """Latest checkpoint in WORKDIR -> --hf_out, loadable by transformers."""
+    import jax
+    from flax import nnx
+
+    from grow_jax import sharding
+    from grow_jax.models import hf_io
+    from grow_jax.models.qwen2_vl.modeling import Qwen2VL
+
+    if not flag_values.hf_out:
+        raise UsageError("export_hf needs --hf_out=FOLDER")
+    ckpt = _checkpointer(config, workdir)
+    step = ckpt.latest_step()
+    if step is None:
+        raise UsageError(f"export_hf: no checkpoint in {ckpt.directory}")
+    extra = ckpt.read_extra(step) or {}
+    if "model_config" not in extra:
+        raise UsageError(f"export_hf: checkpoint {ckpt.directory}/{step} has no model_config "
+                         "metadata (not written by grow_jax import_hf/train)")
+    model_config = hf_io.model_config_from_json(extra["model_config"])
+    mesh = make_mesh_from_config(config)
+    abstract = nnx.eval_shape(lambda: Qwen2VL(model_config, rngs=nnx.Rngs(0)))
+    abs_params = nnx.state(abstract, nnx.Param)
+    shardings = nnx.to_pure_dict(sharding.state_shardings(abs_params, mesh))
+    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          nnx.to_pure_dict(abs_params), shardings)
+    params = ckpt.restore({"params": target}, step=step)["params"]
+    ckpt.close()
+    assets = os.path.join(workdir, HF_ASSETS_DIR)
+    tokenizer_dir = config.model.tokenizer_dir or (assets if os.path.isdir(assets) else None)
+    out = hf_io.save_pretrained(params, flag_values.hf_out, config=model_config,
+                                tokenizer_dir=tokenizer_dir, overwrite=flag_values.overwrite)
+    print(f"exported {ckpt.directory}/{step} -> {out}")
+
+
+def _delegate(module: str, function: str) -> Callable[[Any, str, Any], None]:
+    """A mode implemented elsewhere, imported only when it runs."""
+
+    def run(config, workdir: str, flag_values) -> None:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name and module.startswith(e.name):
+                raise UsageError(f"mode '{flag_values.mode}' needs {module}, which is not "
+                                 "available in this build") from e
+            raise
+        fn = getattr(mod, function, None)
+        if fn is None:
+            raise UsageError(f"mode '{flag_values.mode}' needs {module}.{function}, which is not "
+                             "available in this build")
+        fn(config, workdir)
+
+    return run
+
+
+MODES: dict[str, Callable[[Any, str, Any], None]] = {
+    "train": _delegate("grow_jax.train.trainer", "run_train"),
+    "sft": _delegate("grow_jax.train.trainer", "run_sft"),
+    "eval": _delegate("grow_jax.eval.evaluate", "run_eval"),
+    "import_hf": import_hf,
+    "export_hf": export_hf,
+}
+
+
+# ----------------------------------------------------------------------------- entry
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing with config mistakes reworded to one line."""
+    if not any(a == "--config" or a.startswith("--config=") for a in argv[1:]):
+        argv = [argv[0], f"--config={config_utils.BASE_CONFIG_FILE}", *argv[1:]]
+    try:
+        config_utils.check_overrides(argv)
+        return flags.FLAGS(argv)
+    except config_utils.ConfigError as e:
+        _die(str(e))
+    except Exception as e:  # noqa: BLE001 - flag parsing runs the user's config file
+        _die(config_utils.explain_flag_error(e))
+    raise AssertionError("unreachable")
+
+
+def main(argv: list[str]) -> None:
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # orbax/absl INFO chatter only on request
+    if len(argv) > 1:
+        _die(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not _WORKDIR.value:
+        _die("--workdir is required")
+    try:
+        config = config_utils.resolve_config(_CONFIG.value)
+    except config_utils.ConfigError as e:
+        _die(str(e))
+    except OSError as e:  # ml_collections defers a config file load failure to first use
+        reason = re.findall(r"\[Errno \d+\] (.*)", str(e))
+        _die(f"config error: cannot load --config: {reason[-1] if reason else ' '.join(str(e).split())}")
+    workdir = os.path.abspath(_WORKDIR.value)
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write(config_utils.config_to_json(config) + "\n")
+    try:
+        MODES[_MODE.value](config, workdir, flags.FLAGS)
+    except UsageError as e:
+        _die(f"error: {e}")
+    except (OSError, ValueError) as e:
+        if _MODE.value not in ("import_hf", "export_hf"):
+            raise
+        _die(f"error: {e}")  # a bad HF folder or output path: the message names it
+
+
+def run() -> None:
+    app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+    run()
