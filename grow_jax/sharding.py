@@ -55,8 +55,10 @@ class AxisRules:
         for name, axes in self.rules:
             for a in _as_tuple(axes):
                 if a not in MESH_AXES:
-                    raise ValueError(f"rule {name!r} -> {axes!r}: unknown mesh axis {a!r}; "
-                                     f"mesh axes are {MESH_AXES}")
+                    raise ValueError(
+                        f"rule {name!r} -> {axes!r}: unknown mesh axis {a!r}; "
+                        f"mesh axes are {MESH_AXES}"
+                    )
 
     def mesh_axes(self, name: str | None) -> tuple[str, ...]:
         for n, axes in self.rules:
@@ -64,8 +66,9 @@ class AxisRules:
                 return _as_tuple(axes)
         return ()
 
-    def spec(self, logical_axes: Sequence[str | None], shape: Sequence[int] | None = None,
-             mesh=None) -> PartitionSpec:
+    def spec(
+        self, logical_axes: Sequence[str | None], shape: Sequence[int] | None = None, mesh=None
+    ) -> PartitionSpec:
         """PartitionSpec for `logical_axes`; with shape and mesh, drops mesh axes that do not
         divide a dimension (longest dividing prefix kept) and never reuses a mesh axis."""
         used: set[str] = set()

@@ -11,12 +11,22 @@ from grow_jax.models.qwen2_vl.modeling import Qwen2VL
 
 # name -> overrides of Qwen2VLConfig.tiny(); covers GQA ratios 1, 2, 4 and tied/untied heads.
 TINY_CONFIGS = {
-    "gqa2_untied": dict(),
-    "mha_tied": dict(num_key_value_heads=4, tie_word_embeddings=True),
-    "gqa4_untied": dict(num_attention_heads=8, num_key_value_heads=2, hidden_size=128,
-                        num_hidden_layers=3, vision_depth=1, vision_num_heads=2),
-    "gqa4_tied": dict(num_attention_heads=4, num_key_value_heads=1, tie_word_embeddings=True,
-                      vision_mlp_ratio=4),
+    "gqa2_untied": {},
+    "mha_tied": {"num_key_value_heads": 4, "tie_word_embeddings": True},
+    "gqa4_untied": {
+        "num_attention_heads": 8,
+        "num_key_value_heads": 2,
+        "hidden_size": 128,
+        "num_hidden_layers": 3,
+        "vision_depth": 1,
+        "vision_num_heads": 2,
+    },
+    "gqa4_tied": {
+        "num_attention_heads": 4,
+        "num_key_value_heads": 1,
+        "tie_word_embeddings": True,
+        "vision_mlp_ratio": 4,
+    },
 }
 
 

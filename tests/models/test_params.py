@@ -14,8 +14,10 @@ from ._tiny import TINY_CONFIGS, tiny
 
 def _fake_hf(config, seed=0):
     rng = np.random.default_rng(seed)
-    return {k: rng.standard_normal(s).astype(np.float32)
-            for k, s in qp.expected_hf_shapes(config).items()}
+    return {
+        k: rng.standard_normal(s).astype(np.float32)
+        for k, s in qp.expected_hf_shapes(config).items()
+    }
 
 
 @pytest.mark.parametrize("name", ["gqa2_untied", "mha_tied"])
@@ -43,10 +45,12 @@ def test_state_matches_model_tree_and_layouts():
     q = hf["model.language_model.layers.1.self_attn.q_proj.weight"]
     np.testing.assert_array_equal(model.layers[1].self_attn.q_proj.kernel[...], q.T)
     conv = hf["model.visual.patch_embed.proj.weight"]  # [out, C, tp, ps, ps]
-    np.testing.assert_array_equal(model.visual.patch_embed.kernel[...],
-                                  conv.reshape(conv.shape[0], -1).T)
-    np.testing.assert_array_equal(model.visual.merger.mlp2.bias[...],
-                                  hf["model.visual.merger.mlp.2.bias"])
+    np.testing.assert_array_equal(
+        model.visual.patch_embed.kernel[...], conv.reshape(conv.shape[0], -1).T
+    )
+    np.testing.assert_array_equal(
+        model.visual.merger.mlp2.bias[...], hf["model.visual.merger.mlp.2.bias"]
+    )
 
 
 @pytest.mark.parametrize("name", list(TINY_CONFIGS))
@@ -63,12 +67,18 @@ def test_expected_shapes_match_transformers(name):
 
 
 def test_legacy_hub_names_accepted():
-    assert qp.canonical_hf_key("visual.blocks.0.attn.qkv.weight") == \
-        "model.visual.blocks.0.attn.qkv.weight"
-    assert qp.canonical_hf_key("model.layers.3.mlp.up_proj.weight") == \
-        "model.language_model.layers.3.mlp.up_proj.weight"
-    assert qp.canonical_hf_key("model.embed_tokens.weight") == \
-        "model.language_model.embed_tokens.weight"
+    assert (
+        qp.canonical_hf_key("visual.blocks.0.attn.qkv.weight")
+        == "model.visual.blocks.0.attn.qkv.weight"
+    )
+    assert (
+        qp.canonical_hf_key("model.layers.3.mlp.up_proj.weight")
+        == "model.language_model.layers.3.mlp.up_proj.weight"
+    )
+    assert (
+        qp.canonical_hf_key("model.embed_tokens.weight")
+        == "model.language_model.embed_tokens.weight"
+    )
     assert qp.canonical_hf_key("model.norm.weight") == "model.language_model.norm.weight"
     assert qp.canonical_hf_key("lm_head.weight") == "lm_head.weight"
     c = tiny()
@@ -79,8 +89,9 @@ def test_legacy_hub_names_accepted():
         legacy[k] = v
     new, old = qp.state_from_hf(hf, c), qp.state_from_hf(legacy, c)
     assert qp.state_to_hf(old, c).keys() == hf.keys()
-    np.testing.assert_array_equal(new["layers"][0]["mlp"]["up_proj"]["kernel"],
-                                  old["layers"][0]["mlp"]["up_proj"]["kernel"])
+    np.testing.assert_array_equal(
+        new["layers"][0]["mlp"]["up_proj"]["kernel"], old["layers"][0]["mlp"]["up_proj"]["kernel"]
+    )
 
 
 def test_tied_lm_head_is_skipped():
@@ -93,9 +104,10 @@ def test_unknown_key_and_bad_shape_raise_naming_the_tensor():
     c = tiny()
     with pytest.raises(KeyError, match="model.visual.blocks.0.attn.qkv.scales"):
         qp.hf_to_nnx("model.visual.blocks.0.attn.qkv.scales", np.zeros(3), c)
-    with pytest.raises(ValueError, match=r"q_proj.weight.*expected shape \(64, 64\), got \(64, 63\)"):
-        qp.hf_to_nnx("model.language_model.layers.0.self_attn.q_proj.weight",
-                     np.zeros((64, 63)), c)
+    with pytest.raises(
+        ValueError, match=r"q_proj.weight.*expected shape \(64, 64\), got \(64, 63\)"
+    ):
+        qp.hf_to_nnx("model.language_model.layers.0.self_attn.q_proj.weight", np.zeros((64, 63)), c)
     with pytest.raises(KeyError, match="layers.7.mlp.up_proj.weight"):  # only 2 layers
         qp.hf_to_nnx("model.language_model.layers.7.mlp.up_proj.weight", np.zeros((128, 64)), c)
     with pytest.raises(KeyError, match="unknown NNX path 'layers.0.mlp.fc9.kernel'"):
@@ -113,8 +125,12 @@ def test_state_from_hf_collects_all_errors():
         qp.state_from_hf(hf, c)
     msg = str(e.value)
     assert msg.startswith("4 problem(s)")
-    for part in ("missing tensor 'model.language_model.norm.weight'", "merger.mlp.0.bias",
-                 "model.extra.weight", "duplicate tensor 'model.visual.merger.ln_q.bias'"):
+    for part in (
+        "missing tensor 'model.language_model.norm.weight'",
+        "merger.mlp.0.bias",
+        "model.extra.weight",
+        "duplicate tensor 'model.visual.merger.ln_q.bias'",
+    ):
         assert part in msg, part
 
 

@@ -40,8 +40,8 @@ def _left_pad(rows):
     ids = np.zeros((len(rows), T), np.int64)
     mask = np.zeros((len(rows), T), np.int64)
     for b, r in enumerate(rows):
-        ids[b, T - len(r):] = r
-        mask[b, T - len(r):] = 1
+        ids[b, T - len(r) :] = r
+        mask[b, T - len(r) :] = 1
     return ids, mask
 
 
@@ -66,16 +66,21 @@ def _scenario(name, c, seed=0):
 
 
 def _torch_logits(tm, ids, mask, pv, grid):
-    kw = dict(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask))
+    kw = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
     if pv is not None:
-        kw.update(pixel_values=torch.tensor(pv), image_grid_thw=torch.tensor(grid),
-                  mm_token_type_ids=torch.tensor((ids == IMG).astype(np.int64)))
+        kw.update(
+            pixel_values=torch.tensor(pv),
+            image_grid_thw=torch.tensor(grid),
+            mm_token_type_ids=torch.tensor((ids == IMG).astype(np.int64)),
+        )
     with torch.no_grad():
         return tm(**kw).logits.numpy()
 
 
 CASES = [(n, s) for n in TINY_CONFIGS for s in ("text_padded", "batch_mixed")] + [
-    ("gqa2_untied", "one_image"), ("gqa2_untied", "two_images")]
+    ("gqa2_untied", "one_image"),
+    ("gqa2_untied", "two_images"),
+]
 
 
 @pytest.mark.needs_torch
@@ -99,7 +104,8 @@ def test_vision_tower_matches_transformers():
     with torch.no_grad():
         ref = tm.model.visual(torch.tensor(pv), grid_thw=torch.tensor(grid)).pooler_output.numpy()
     ours = model.encode_images(
-        jnp.asarray(pv), qi.vision_position_ids(grid, 2), qi.vision_segment_ids(grid))
+        jnp.asarray(pv), qi.vision_position_ids(grid, 2), qi.vision_segment_ids(grid)
+    )
     np.testing.assert_allclose(np.asarray(ours), ref, atol=1e-5, rtol=0)
 
 
@@ -109,8 +115,11 @@ def test_rope_index_matches_transformers():
     ids, mask, images = _scenario("batch_mixed", c)
     _, grid = qi.images_to_patches(images, c)
     ref_pos, ref_delta = tm.model.get_rope_index(
-        torch.tensor(ids), mm_token_type_ids=torch.tensor((ids == IMG).astype(np.int64)),
-        image_grid_thw=torch.tensor(grid), attention_mask=torch.tensor(mask))
+        torch.tensor(ids),
+        mm_token_type_ids=torch.tensor((ids == IMG).astype(np.int64)),
+        image_grid_thw=torch.tensor(grid),
+        attention_mask=torch.tensor(mask),
+    )
     pos, delta = qi.get_rope_index(ids, grid, mask, c)
     assert pos.dtype == np.int32 and pos.shape == (3,) + ids.shape
     np.testing.assert_array_equal(pos, ref_pos.numpy())
@@ -170,16 +179,20 @@ def test_padded_image_embeds_and_batched_encoder_do_not_change_results():
     forward = jax.jit(lambda e: model.forward(ids, pos, mask, e)[0])
     emb = encode(pv, vpos, vseg)
     padded = jnp.concatenate([emb, jnp.full((5, emb.shape[1]), 7.0)])
-    np.testing.assert_allclose(np.asarray(forward(padded)), np.asarray(forward(emb)),
-                               atol=1e-6, rtol=0)
+    np.testing.assert_allclose(
+        np.asarray(forward(padded)), np.asarray(forward(emb)), atol=1e-6, rtol=0
+    )
     # equal-size images as a batch [N, P, patch_dim] == the flat layout
     same = qi.images_to_patches([random_image(np.random.default_rng(3), 56, 84)] * 2, c)
     flat = encode(same[0], qi.vision_position_ids(same[1], 2), qi.vision_segment_ids(same[1]))
-    batched = encode(same[0].reshape(2, 24, -1),
-                     qi.vision_position_ids(same[1], 2).reshape(2, 24, 2),
-                     np.zeros((2, 24), np.int32))
-    np.testing.assert_allclose(np.asarray(batched).reshape(flat.shape), np.asarray(flat),
-                               atol=1e-6, rtol=0)
+    batched = encode(
+        same[0].reshape(2, 24, -1),
+        qi.vision_position_ids(same[1], 2).reshape(2, 24, 2),
+        np.zeros((2, 24), np.int32),
+    )
+    np.testing.assert_allclose(
+        np.asarray(batched).reshape(flat.shape), np.asarray(flat), atol=1e-6, rtol=0
+    )
 
 
 def test_kv_cache_decode_matches_full_forward():
@@ -192,13 +205,14 @@ def test_kv_cache_decode_matches_full_forward():
     full_ids = np.concatenate([ids, new], 1)
     full_mask = np.concatenate([mask, np.ones((B, n_new), mask.dtype)], 1)
     pos, delta = qi.get_rope_index(full_ids, grid, full_mask, c)
-    emb = jax.jit(model.encode_images)(pv, qi.vision_position_ids(grid, 2),
-                                       qi.vision_segment_ids(grid))
+    emb = jax.jit(model.encode_images)(
+        pv, qi.vision_position_ids(grid, 2), qi.vision_segment_ids(grid)
+    )
     ref, _ = jax.jit(model.forward)(full_ids, pos, full_mask, emb)
 
     max_len = T0 + n_new + 3  # spare slots stay masked
     cache_mask = np.zeros((B, max_len), np.int32)
-    cache_mask[:, :T0 + n_new] = full_mask
+    cache_mask[:, : T0 + n_new] = full_mask
     step = jax.jit(model.forward)
     cache = init_cache(c, B, max_len)
     # prompt-only rope ids give the same prompt positions; decode ids = valid count + delta
@@ -209,10 +223,32 @@ def test_kv_cache_decode_matches_full_forward():
     for i in range(n_new):
         t = T0 + i
         dpos = np.broadcast_to(full_mask[:, :t].sum(1) + delta, (3, B))[..., None]
-        out, cache = step(full_ids[:, t:t + 1], dpos.astype(np.int32), cache_mask, None, cache,
-                          jnp.int32(t))
+        out, cache = step(
+            full_ids[:, t : t + 1], dpos.astype(np.int32), cache_mask, None, cache, jnp.int32(t)
+        )
         got.append(out)
     got = np.concatenate([np.asarray(g) for g in got], 1)
     valid = full_mask.astype(bool)
     err = np.abs(got - np.asarray(ref))[valid].max()
     assert err <= 1e-5, f"cached decode differs from full forward by {err}"
+
+
+@pytest.mark.needs_torch
+def test_rope_index_with_video_and_errors():
+    c, tm, _ = _models("gqa2_untied")
+    VID = c.video_token_id
+    ids = np.array([[1, VS] + [IMG] * 4 + [VE, VS] + [VID] * 12 + [VE, 5]])
+    img_grid, vid_grid = np.array([[1, 4, 4]]), np.array([[3, 4, 4]])
+    ref_pos, ref_delta = tm.model.get_rope_index(
+        torch.tensor(ids),
+        mm_token_type_ids=torch.tensor((ids == IMG) + 2 * (ids == VID)),
+        image_grid_thw=torch.tensor(img_grid),
+        video_grid_thw=torch.tensor(vid_grid),
+    )
+    pos, delta = qi.get_rope_index(ids, img_grid, None, c, video_grid_thw=vid_grid)
+    np.testing.assert_array_equal(pos, ref_pos.numpy())
+    np.testing.assert_array_equal(delta, ref_delta.numpy()[:, 0])
+    with pytest.raises(ValueError, match="row 0: more runs of video tokens"):
+        qi.get_rope_index(ids, img_grid, None, c)
+    with pytest.raises(ValueError, match="row 0: a run of 4 vision tokens does not match"):
+        qi.get_rope_index(ids, np.array([[1, 4, 6]]), None, c, video_grid_thw=vid_grid)

@@ -6,7 +6,8 @@ import jax
 import numpy as np
 import pytest
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from grow_jax.models.qwen2_vl import inputs as qi
 from grow_jax.models.qwen2_vl.modeling import Qwen2VL
@@ -46,8 +47,10 @@ def test_sharded_forward_matches_single_device():
     rng = np.random.default_rng(0)
     images = [random_image(rng, 56, 84), random_image(rng, 56, 84)]
     pv, grid = qi.images_to_patches(images, c)
-    ids = np.array([[1, 502] + [500] * 6 + [503, 7, 8, 9]] * 2
-                   + [[0, 0, 0, 0, 0, 0, 3, 4, 5, 6, 7, 8], [3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]])
+    ids = np.array(
+        [[1, 502] + [500] * 6 + [503, 7, 8, 9]] * 2
+        + [[0, 0, 0, 0, 0, 0, 3, 4, 5, 6, 7, 8], [3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]]
+    )
     mask = np.ones_like(ids)
     mask[2, :6] = 0
     pos, _ = qi.get_rope_index(ids, grid, mask, c)
@@ -68,15 +71,19 @@ def test_sharded_forward_matches_single_device():
     assert kernel.sharding.spec == P("fsdp", "tensor")
     assert model.layers[0].self_attn.k_proj.kernel.get_value().sharding.spec == P("fsdp", "tensor")
     assert model.embed_tokens.embedding.get_value().sharding.spec == P("tensor", "fsdp")
-    assert len(kernel.addressable_shards) == 8 and kernel.addressable_shards[0].data.shape == (32, 64)
+    assert len(kernel.addressable_shards) == 8 and kernel.addressable_shards[0].data.shape == (
+        32,
+        64,
+    )
 
     graphdef, state = nnx.split(model)
     shardings = state_shardings(state, mesh)
     batch = NamedSharding(mesh, P(("data", "fsdp")))
     pos_sh = NamedSharding(mesh, P(None, ("data", "fsdp")))
     with jax.set_mesh(mesh):
-        f = jax.jit(run, static_argnums=0,
-                    in_shardings=(shardings, batch, pos_sh, batch, None, None, None))
+        f = jax.jit(
+            run, static_argnums=0, in_shardings=(shardings, batch, pos_sh, batch, None, None, None)
+        )
         out = f(graphdef, state, ids, pos, mask, pv, vpos, vseg)
     assert out.sharding.spec[0] == ("data", "fsdp")
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=1e-5, rtol=0)

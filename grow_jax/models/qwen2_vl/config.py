@@ -151,23 +151,41 @@ class Qwen2VLConfig:
         """A ~100k-param model for CPU tests. Overrides: any text/vision/top-level field name
         (text and vision fields are routed to their sub-config; `vision_` prefix disambiguates
         a vision field that shares a text field's name, e.g. `vision_hidden_act`)."""
-        text = dict(
-            vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6, rope_theta=1e6,
-            mrope_section=(2, 3, 3), max_position_embeddings=512, tie_word_embeddings=False,
-        )
-        vision = dict(
-            depth=2, embed_dim=32, num_heads=4, mlp_ratio=2, patch_size=14,
-            spatial_merge_size=2, temporal_patch_size=2, in_chans=3,
-        )
-        top = dict(image_token_id=500, video_token_id=501, vision_start_token_id=502,
-                   vision_end_token_id=503)
+        text = {
+            "vocab_size": 512,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "rms_norm_eps": 1e-6,
+            "rope_theta": 1e6,
+            "mrope_section": (2, 3, 3),
+            "max_position_embeddings": 512,
+            "tie_word_embeddings": False,
+        }
+        vision = {
+            "depth": 2,
+            "embed_dim": 32,
+            "num_heads": 4,
+            "mlp_ratio": 2,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "in_chans": 3,
+        }
+        top = {
+            "image_token_id": 500,
+            "video_token_id": 501,
+            "vision_start_token_id": 502,
+            "vision_end_token_id": 503,
+        }
         vision_fields = {f.name for f in dataclasses.fields(VisionConfig)}
         text_fields = {f.name for f in dataclasses.fields(TextConfig)}
         top_fields = {f.name for f in dataclasses.fields(cls)} - {"text", "vision"}
         for key, value in overrides.items():
-            if key.startswith("vision_") and key[len("vision_"):] in vision_fields:
-                vision[key[len("vision_"):]] = value
+            if key.startswith("vision_") and key[len("vision_") :] in vision_fields:
+                vision[key[len("vision_") :]] = value
             elif key in text_fields:
                 text[key] = value
             elif key in vision_fields:
@@ -187,17 +205,33 @@ class Qwen2VLConfig:
         """Qwen2-VL-7B-Instruct sizes."""
         return cls(
             text=TextConfig(
-                vocab_size=152064, hidden_size=3584, intermediate_size=18944,
-                num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
-                rms_norm_eps=1e-6, rope_theta=1e6, mrope_section=(16, 24, 24),
-                max_position_embeddings=32768, tie_word_embeddings=False,
+                vocab_size=152064,
+                hidden_size=3584,
+                intermediate_size=18944,
+                num_hidden_layers=28,
+                num_attention_heads=28,
+                num_key_value_heads=4,
+                rms_norm_eps=1e-6,
+                rope_theta=1e6,
+                mrope_section=(16, 24, 24),
+                max_position_embeddings=32768,
+                tie_word_embeddings=False,
             ),
             vision=VisionConfig(
-                depth=32, embed_dim=1280, hidden_size=3584, num_heads=16, mlp_ratio=4,
-                patch_size=14, spatial_merge_size=2, temporal_patch_size=2, in_chans=3,
+                depth=32,
+                embed_dim=1280,
+                hidden_size=3584,
+                num_heads=16,
+                mlp_ratio=4,
+                patch_size=14,
+                spatial_merge_size=2,
+                temporal_patch_size=2,
+                in_chans=3,
             ),
-            image_token_id=151655, video_token_id=151656,
-            vision_start_token_id=151652, vision_end_token_id=151653,
+            image_token_id=151655,
+            video_token_id=151656,
+            vision_start_token_id=151652,
+            vision_end_token_id=151653,
         )
 
     # ------------------------------------------------------------ HF config
@@ -251,12 +285,12 @@ class Qwen2VLConfig:
             in_chans=int(v.get("in_channels", v.get("in_chans", 3))),
             hidden_act=v.get("hidden_act", "quick_gelu"),
         )
-        top = dict(
-            image_token_id=int(d.get("image_token_id", 151655)),
-            video_token_id=int(d.get("video_token_id", 151656)),
-            vision_start_token_id=int(d.get("vision_start_token_id", 151652)),
-            vision_end_token_id=int(d.get("vision_end_token_id", 151653)),
-        )
+        top = {
+            "image_token_id": int(d.get("image_token_id", 151655)),
+            "video_token_id": int(d.get("video_token_id", 151656)),
+            "vision_start_token_id": int(d.get("vision_start_token_id", 151652)),
+            "vision_end_token_id": int(d.get("vision_end_token_id", 151653)),
+        }
         top.update(overrides)
         return cls(text=text, vision=vision, **top)
 

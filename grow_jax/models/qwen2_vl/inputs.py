@@ -7,6 +7,7 @@ Each function reproduces what transformers 5.x computes for Qwen2-VL.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -57,52 +58,67 @@ def get_rope_index(
     kinds[ids == config.image_token_id] = 1
     kinds[ids == config.video_token_id] = 2
     grids = {
-        1: iter(_grid(image_grid_thw)) if image_grid_thw is not None else iter(()),
-        2: iter(_grid(video_grid_thw)) if video_grid_thw is not None else iter(()),
+        1: _grid(image_grid_thw) if image_grid_thw is not None else np.zeros((0, 3)),
+        2: _grid(video_grid_thw) if video_grid_thw is not None else np.zeros((0, 3)),
     }
+    used = {1: 0, 2: 0}
     names = {1: "image_grid_thw", 2: "video_grid_thw"}
 
     position_ids = np.zeros((3, B, T), np.int64)
     deltas = np.zeros((B,), np.int64)
     for b in range(B):
         valid = mask[b]
-        n = int(valid.sum())
         kind = kinds[b][valid]
-        if not kind.any():  # text only: plain 0..n-1 on all axes
-            position_ids[:, b, valid] = np.arange(n)
-            deltas[b] = 0
-            continue
-        # runs of equal token kind
-        starts = np.flatnonzero(np.r_[True, kind[1:] != kind[:-1]])
-        ends = np.r_[starts[1:], n]
-        pieces = []
-        cur = 0
-        for s, e in zip(starts, ends):
-            k = int(kind[s])
-            if k == 0:
-                pieces.append(np.broadcast_to(np.arange(e - s) + cur, (3, e - s)))
-                cur += e - s
-                continue
-            try:
-                t, h, w = (int(x) for x in next(grids[k]))
-            except StopIteration:
+        starts = np.flatnonzero(np.r_[True, kind[1:] != kind[:-1]]) if kind.size else kind
+        run_kinds = kind[starts]
+        row_grids = []
+        for k in (1, 2):
+            c = int((run_kinds == k).sum())
+            if used[k] + c > len(grids[k]):
                 raise ValueError(
-                    f"row {b}: more runs of {'image' if k == 1 else 'video'} tokens than entries "
-                    f"in {names[k]}"
-                ) from None
-            lt, lh, lw = t, h // merge, w // merge
-            if lt * lh * lw != e - s:
-                raise ValueError(
-                    f"row {b}: a run of {e - s} vision tokens does not match grid {(t, h, w)} "
-                    f"({lt * lh * lw} merged tokens)"
+                    f"row {b}: more runs of {'image' if k == 1 else 'video'} "
+                    f"tokens than entries in {names[k]}"
                 )
-            tt, hh, ww = np.meshgrid(np.arange(lt), np.arange(lh), np.arange(lw), indexing="ij")
-            pieces.append(np.stack([tt, hh, ww]).reshape(3, -1) + cur)
-            cur += max(h, w) // merge
-        pos = np.concatenate(pieces, axis=1)
+            row_grids.append(tuple(map(tuple, grids[k][used[k] : used[k] + c].tolist())))
+            used[k] += c
+        try:
+            pos = _row_positions(kind.tobytes(), row_grids[0], row_grids[1], merge)
+        except ValueError as e:
+            raise ValueError(f"row {b}: {e}") from None
         position_ids[:, b, valid] = pos
-        deltas[b] = pos.max() + 1 - n
+        deltas[b] = (pos.max() + 1 - kind.size) if kind.size else 0
     return position_ids.astype(np.int32), deltas.astype(np.int32)
+
+
+@functools.lru_cache(maxsize=4096)
+def _row_positions(kind_bytes: bytes, image_grids: tuple, video_grids: tuple, merge: int):
+    """[3, n] positions of one unpadded row (cached: RL batches repeat the same layout)."""
+    kind = np.frombuffer(kind_bytes, np.int8)
+    n = kind.size
+    if not kind.any():  # text only: plain 0..n-1 on all axes
+        return np.broadcast_to(np.arange(n), (3, n))
+    grids = {1: iter(image_grids), 2: iter(video_grids)}
+    starts = np.flatnonzero(np.r_[True, kind[1:] != kind[:-1]])
+    ends = np.r_[starts[1:], n]
+    pieces = []
+    cur = 0
+    for s, e in zip(starts, ends):
+        k = int(kind[s])
+        if k == 0:
+            pieces.append(np.broadcast_to(np.arange(e - s) + cur, (3, e - s)))
+            cur += e - s
+            continue
+        t, h, w = next(grids[k])
+        lt, lh, lw = t, h // merge, w // merge
+        if lt * lh * lw != e - s:
+            raise ValueError(
+                f"a run of {e - s} vision tokens does not match grid {(t, h, w)} "
+                f"({lt * lh * lw} merged tokens)"
+            )
+        tt, hh, ww = np.meshgrid(np.arange(lt), np.arange(lh), np.arange(lw), indexing="ij")
+        pieces.append(np.stack([tt, hh, ww]).reshape(3, -1) + cur)
+        cur += max(h, w) // merge
+    return np.concatenate(pieces, axis=1)
 
 
 def vision_position_ids(image_grid_thw, merge: int) -> np.ndarray:

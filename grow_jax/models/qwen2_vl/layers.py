@@ -31,7 +31,11 @@ def linear(
 ) -> nnx.Linear:
     """nnx.Linear (kernel [in, out]) with logical axes on kernel and bias."""
     return nnx.Linear(
-        d_in, d_out, use_bias=bias, dtype=dtype, param_dtype=param_dtype,
+        d_in,
+        d_out,
+        use_bias=bias,
+        dtype=dtype,
+        param_dtype=param_dtype,
         kernel_init=nnx.with_metadata(_INIT, logical_axes=axes),
         bias_init=nnx.with_metadata(nnx.initializers.zeros_init(), logical_axes=axes[1:]),
         rngs=rngs,
@@ -41,7 +45,11 @@ def linear(
 def layer_norm(dim: int, *, dtype, param_dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
     """LayerNorm(eps=1e-6) with exact (two-pass) variance, like torch."""
     return nnx.LayerNorm(
-        dim, epsilon=1e-6, use_fast_variance=False, dtype=dtype, param_dtype=param_dtype,
+        dim,
+        epsilon=1e-6,
+        use_fast_variance=False,
+        dtype=dtype,
+        param_dtype=param_dtype,
         scale_init=nnx.with_metadata(nnx.initializers.ones_init(), logical_axes=("norm",)),
         bias_init=nnx.with_metadata(nnx.initializers.zeros_init(), logical_axes=("norm",)),
         rngs=rngs,

@@ -51,7 +51,7 @@ def mrope_cos_sin(position_ids, t: TextConfig, dtype):
 
 class Attention(nnx.Module):
     def __init__(self, t: TextConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         n, k, hd, d = t.num_attention_heads, t.num_key_value_heads, t.head_dim, t.hidden_size
         self.q_proj = linear(d, n * hd, ("embed", "heads"), bias=True, **kw)
         self.k_proj = linear(d, k * hd, ("embed", "kv_heads"), bias=True, **kw)
@@ -80,7 +80,7 @@ class Attention(nnx.Module):
 
 class MLP(nnx.Module):
     def __init__(self, t: TextConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         d, f = t.hidden_size, t.intermediate_size
         self.gate_proj = linear(d, f, ("embed", "mlp"), bias=False, **kw)
         self.up_proj = linear(d, f, ("embed", "mlp"), bias=False, **kw)
@@ -93,7 +93,7 @@ class MLP(nnx.Module):
 
 class DecoderLayer(nnx.Module):
     def __init__(self, t: TextConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         self.input_layernorm = RMSNorm(t.hidden_size, t.rms_norm_eps, param_dtype=param_dtype)
         self.self_attn = Attention(t, **kw)
         self.post_attention_layernorm = RMSNorm(
@@ -114,10 +114,13 @@ class Qwen2VL(nnx.Module):
         self.config = config
         t = config.text
         dtype, pdtype = dtype_of(config.dtype), dtype_of(config.param_dtype)
-        kw = dict(dtype=dtype, param_dtype=pdtype, rngs=rngs)
+        kw = {"dtype": dtype, "param_dtype": pdtype, "rngs": rngs}
         self.visual = VisionTower(config.vision, **kw)
         self.embed_tokens = nnx.Embed(
-            t.vocab_size, t.hidden_size, dtype=dtype, param_dtype=pdtype,
+            t.vocab_size,
+            t.hidden_size,
+            dtype=dtype,
+            param_dtype=pdtype,
             embedding_init=nnx.with_metadata(
                 nnx.initializers.normal(0.02), logical_axes=("vocab", "embed")
             ),
@@ -134,7 +137,12 @@ class Qwen2VL(nnx.Module):
         return self.visual(pixel_values, vision_pos_ids, vision_segment_ids)
 
     def forward(
-        self, input_ids, position_ids, attention_mask, image_embeds=None, cache=None,
+        self,
+        input_ids,
+        position_ids,
+        attention_mask,
+        image_embeds=None,
+        cache=None,
         cache_pos=None,
     ):
         """Logits [B, T, V] and the updated cache (None without a cache)."""
@@ -186,13 +194,17 @@ class Qwen2VL(nnx.Module):
         """Logits [B, T, V] like transformers' forward; does host prep then jitted calls."""
         c = self.config
         ids = np.asarray(input_ids)
-        mask = np.ones(ids.shape, np.int32) if attention_mask is None else np.asarray(attention_mask)
+        mask = (
+            np.ones(ids.shape, np.int32) if attention_mask is None else np.asarray(attention_mask)
+        )
         n_tokens = int((ids == c.image_token_id).sum())
         merge = c.vision.spatial_merge_size
         if (pixel_values is None) != (image_grid_thw is None):
             raise ValueError("pixel_values and image_grid_thw must be given together")
-        n_merged = 0 if image_grid_thw is None else int(
-            qinputs.num_image_tokens(image_grid_thw, merge).sum()
+        n_merged = (
+            0
+            if image_grid_thw is None
+            else int(qinputs.num_image_tokens(image_grid_thw, merge).sum())
         )
         if n_tokens != n_merged:
             raise ValueError(

@@ -39,23 +39,41 @@ _TABLE: tuple[tuple[str, str, Transform], ...] = (
     (_V + "patch_embed.proj.weight", "visual.patch_embed.kernel", Transform.CONV3D),
     (_V + "blocks.{i}.{n:norm1|norm2}.weight", "visual.blocks.{i}.{n}.scale", Transform.NONE),
     (_V + "blocks.{i}.{n:norm1|norm2}.bias", "visual.blocks.{i}.{n}.bias", Transform.NONE),
-    (_V + "blocks.{i}.{m:attn.qkv|attn.proj|mlp.fc1|mlp.fc2}.weight",
-     "visual.blocks.{i}.{m}.kernel", Transform.LINEAR),
-    (_V + "blocks.{i}.{m:attn.qkv|attn.proj|mlp.fc1|mlp.fc2}.bias",
-     "visual.blocks.{i}.{m}.bias", Transform.NONE),
+    (
+        _V + "blocks.{i}.{m:attn.qkv|attn.proj|mlp.fc1|mlp.fc2}.weight",
+        "visual.blocks.{i}.{m}.kernel",
+        Transform.LINEAR,
+    ),
+    (
+        _V + "blocks.{i}.{m:attn.qkv|attn.proj|mlp.fc1|mlp.fc2}.bias",
+        "visual.blocks.{i}.{m}.bias",
+        Transform.NONE,
+    ),
     (_V + "merger.ln_q.weight", "visual.merger.ln_q.scale", Transform.NONE),
     (_V + "merger.ln_q.bias", "visual.merger.ln_q.bias", Transform.NONE),
     (_V + "merger.mlp.{k:0|2}.weight", "visual.merger.mlp{k}.kernel", Transform.LINEAR),
     (_V + "merger.mlp.{k:0|2}.bias", "visual.merger.mlp{k}.bias", Transform.NONE),
     (_L + "embed_tokens.weight", "embed_tokens.embedding", Transform.NONE),
-    (_L + "layers.{i}.self_attn.{p:q_proj|k_proj|v_proj|o_proj}.weight",
-     "layers.{i}.self_attn.{p}.kernel", Transform.LINEAR),
-    (_L + "layers.{i}.self_attn.{p:q_proj|k_proj|v_proj}.bias",
-     "layers.{i}.self_attn.{p}.bias", Transform.NONE),
-    (_L + "layers.{i}.mlp.{p:gate_proj|up_proj|down_proj}.weight",
-     "layers.{i}.mlp.{p}.kernel", Transform.LINEAR),
-    (_L + "layers.{i}.{n:input_layernorm|post_attention_layernorm}.weight",
-     "layers.{i}.{n}.scale", Transform.NONE),
+    (
+        _L + "layers.{i}.self_attn.{p:q_proj|k_proj|v_proj|o_proj}.weight",
+        "layers.{i}.self_attn.{p}.kernel",
+        Transform.LINEAR,
+    ),
+    (
+        _L + "layers.{i}.self_attn.{p:q_proj|k_proj|v_proj}.bias",
+        "layers.{i}.self_attn.{p}.bias",
+        Transform.NONE,
+    ),
+    (
+        _L + "layers.{i}.mlp.{p:gate_proj|up_proj|down_proj}.weight",
+        "layers.{i}.mlp.{p}.kernel",
+        Transform.LINEAR,
+    ),
+    (
+        _L + "layers.{i}.{n:input_layernorm|post_attention_layernorm}.weight",
+        "layers.{i}.{n}.scale",
+        Transform.NONE,
+    ),
     (_L + "norm.weight", "norm.scale", Transform.NONE),
     ("lm_head.weight", "lm_head.kernel", Transform.LINEAR),
 )
@@ -67,7 +85,7 @@ def _compile(template: str, choices: Mapping[str, str]) -> re.Pattern:
     """Template -> anchored regex; `{name}` takes the choice set `choices[name]` (digits if none)."""
     out, pos = [], 0
     for m in _PLACEHOLDER.finditer(template):
-        out.append(re.escape(template[pos:m.start()]))
+        out.append(re.escape(template[pos : m.start()]))
         name = m.group(1)
         alt = choices.get(name)
         alt = r"\d+" if alt is None else "|".join(re.escape(c) for c in alt.split("|"))
@@ -105,7 +123,7 @@ def canonical_hf_key(key: str) -> str:
         return "model." + key
     for part in ("layers.", "embed_tokens.", "norm."):
         if key.startswith("model." + part):
-            return _L + key[len("model."):]
+            return _L + key[len("model.") :]
     return key
 
 
@@ -121,8 +139,10 @@ def _expected(config: Qwen2VLConfig) -> dict[str, tuple[int, ...]]:
         for n in ("norm1", "norm2"):
             shapes[b + n + ".weight"] = shapes[b + n + ".bias"] = (e,)
         for name, (o, n_in) in {
-            "attn.qkv": (3 * e, e), "attn.proj": (e, e),
-            "mlp.fc1": (v.mlp_dim, e), "mlp.fc2": (e, v.mlp_dim),
+            "attn.qkv": (3 * e, e),
+            "attn.proj": (e, e),
+            "mlp.fc1": (v.mlp_dim, e),
+            "mlp.fc2": (e, v.mlp_dim),
         }.items():
             shapes[b + name + ".weight"] = (o, n_in)
             shapes[b + name + ".bias"] = (o,)
@@ -139,7 +159,9 @@ def _expected(config: Qwen2VLConfig) -> dict[str, tuple[int, ...]]:
             shapes[b + f"self_attn.{p}.bias"] = (o,)
         shapes[b + "self_attn.o_proj.weight"] = (d, nq)
         shapes[b + "mlp.gate_proj.weight"] = shapes[b + "mlp.up_proj.weight"] = (
-            t.intermediate_size, d)
+            t.intermediate_size,
+            d,
+        )
         shapes[b + "mlp.down_proj.weight"] = (d, t.intermediate_size)
         shapes[b + "input_layernorm.weight"] = shapes[b + "post_attention_layernorm.weight"] = (d,)
     shapes[_L + "norm.weight"] = (d,)
@@ -196,8 +218,9 @@ def nnx_to_hf(nnx_path, array: Any, config: Qwen2VLConfig) -> tuple[str, np.ndar
     elif tf is Transform.CONV3D:
         expected = _expected(config).get(key)
         if expected is None or array.shape != (int(np.prod(expected[1:])), expected[0]):
-            raise ValueError(f"NNX param {path!r}: shape {array.shape} does not fit {key!r} "
-                             f"of shape {expected}")
+            raise ValueError(
+                f"NNX param {path!r}: shape {array.shape} does not fit {key!r} of shape {expected}"
+            )
         array = array.T.reshape(expected)
     _check_shape(key, array.shape, config)
     return key, array
@@ -235,8 +258,9 @@ def state_from_hf(tensors: Mapping[str, Any], config: Qwen2VLConfig) -> dict:
     missing = sorted(set(_expected(config)) - set(seen))
     errors += [f"missing tensor {k!r} (shape {_expected(config)[k]})" for k in missing]
     if errors:
-        raise ValueError(f"{len(errors)} problem(s) loading Qwen2-VL weights:\n  "
-                         + "\n  ".join(errors))
+        raise ValueError(
+            f"{len(errors)} problem(s) loading Qwen2-VL weights:\n  " + "\n  ".join(errors)
+        )
     return out
 
 

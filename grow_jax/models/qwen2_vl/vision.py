@@ -33,7 +33,7 @@ def vision_rotary(pos_ids, head_dim: int):
 
 class VisionAttention(nnx.Module):
     def __init__(self, c: VisionConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         self.qkv = linear(c.embed_dim, 3 * c.embed_dim, ("embed", "heads"), bias=True, **kw)
         self.proj = linear(c.embed_dim, c.embed_dim, ("heads", "embed"), bias=True, **kw)
         self.num_heads = c.num_heads
@@ -52,7 +52,7 @@ class VisionAttention(nnx.Module):
 
 class VisionMLP(nnx.Module):
     def __init__(self, c: VisionConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         self.fc1 = linear(c.embed_dim, c.mlp_dim, ("embed", "mlp"), bias=True, **kw)
         self.fc2 = linear(c.mlp_dim, c.embed_dim, ("mlp", "embed"), bias=True, **kw)
         self.act = ACTIVATIONS[c.hidden_act]
@@ -63,7 +63,7 @@ class VisionMLP(nnx.Module):
 
 class VisionBlock(nnx.Module):
     def __init__(self, c: VisionConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         self.norm1 = layer_norm(c.embed_dim, **kw)
         self.attn = VisionAttention(c, **kw)
         self.norm2 = layer_norm(c.embed_dim, **kw)
@@ -78,21 +78,21 @@ class PatchMerger(nnx.Module):
     """LayerNorm, then each merge x merge block of patches -> one token of text width."""
 
     def __init__(self, c: VisionConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         self.ln_q = layer_norm(c.embed_dim, **kw)
         self.mlp0 = linear(c.merge_dim, c.merge_dim, ("merge", "mlp"), bias=True, **kw)
         self.mlp2 = linear(c.merge_dim, c.hidden_size, ("mlp", "embed"), bias=True, **kw)
         self.merge_dim = c.merge_dim
 
     def __call__(self, x):
-        N, P, _ = x.shape
+        N, _P, _ = x.shape
         x = self.ln_q(x).reshape(N, -1, self.merge_dim)
         return self.mlp2(jax.nn.gelu(self.mlp0(x), approximate=False))
 
 
 class VisionTower(nnx.Module):
     def __init__(self, c: VisionConfig, *, dtype, param_dtype, rngs: nnx.Rngs):
-        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        kw = {"dtype": dtype, "param_dtype": param_dtype, "rngs": rngs}
         # Conv3d with stride == kernel and no bias == a matmul over the flattened patch.
         self.patch_embed = linear(c.patch_dim, c.embed_dim, ("patch", "embed"), bias=False, **kw)
         self.blocks = nnx.List([VisionBlock(c, **kw) for _ in range(c.depth)])
@@ -105,7 +105,11 @@ class VisionTower(nnx.Module):
         """pixel_values [P, patch_dim] or [N, P, patch_dim] -> [P/m^2, D] or [N, P/m^2, D]."""
         flat = pixel_values.ndim == 2
         if flat:
-            pixel_values, pos_ids, segment_ids = pixel_values[None], pos_ids[None], segment_ids[None]
+            pixel_values, pos_ids, segment_ids = (
+                pixel_values[None],
+                pos_ids[None],
+                segment_ids[None],
+            )
         if pixel_values.shape[-2] % self.merge_area:
             raise ValueError(
                 f"number of patches ({pixel_values.shape[-2]}) must be a multiple of "
