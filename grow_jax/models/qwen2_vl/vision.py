@@ -85,8 +85,7 @@ class PatchMerger(nnx.Module):
         self.merge_dim = c.merge_dim
 
     def __call__(self, x):
-        N, _P, _ = x.shape
-        x = self.ln_q(x).reshape(N, -1, self.merge_dim)
+        x = self.ln_q(x).reshape(x.shape[0], -1, self.merge_dim)
         return self.mlp2(jax.nn.gelu(self.mlp0(x), approximate=False))
 
 
