@@ -44,6 +44,7 @@ def get_config() -> ml_collections.ConfigDict:
     e.actions_per_decision = 1  # low-level actions decoded per model call (Minecraft: 4)
     e.image_size = 56  # square frame side in pixels fed to the vision tower
     e.kwargs = {}  # free-form suite-specific constructor arguments
+    e.pool_mode = "sync"  # env pool: "sync" (in-process) | "async" (worker processes)
 
     c.agent = a = ml_collections.ConfigDict()
     a.history = 0  # previous decisions shown in the prompt (GROW's released agent: 0)
@@ -84,6 +85,7 @@ def get_config() -> ml_collections.ConfigDict:
     r.warmup_steps = 10  # linear warm-up steps to the peak learning rate
     r.weight_decay = 0.0  # AdamW weight decay
     r.grad_clip = 1.0  # global gradient-norm clip; 0 disables
+    r.accumulation = 1  # micro-batches accumulated per optimizer step (minibatch split this many ways)
     r.init_checkpoint = placeholder(str)  # workdir (e.g. of an sft run) whose latest params start RL
 
     c.sft = s = ml_collections.ConfigDict()
@@ -94,9 +96,11 @@ def get_config() -> ml_collections.ConfigDict:
     s.lr = 1e-4  # peak learning rate (AdamW)
     s.warmup_steps = 10  # linear warm-up steps
     s.grad_clip = 1.0  # global gradient-norm clip; 0 disables
+    s.steps_per_call = 10  # gradient steps fused into one jitted call (fewer host round trips)
 
     c.eval = v = ml_collections.ConfigDict()
     v.episodes = 100  # evaluation episodes per task (held-out seeds)
+    v.num_envs = 32  # environments stepped in parallel during evaluation
     v.seed_offset = 1_000_000  # evaluation env seeds start here, away from training seeds
     v.every = 10  # evaluate every N iterations; 0 only at start and end
     v.videos = 2  # episode videos (GIF) saved per evaluation; 0 disables

@@ -12,6 +12,7 @@ DIR/config.json. Config mistakes exit with status 2 and one line on stderr.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
 import shutil
@@ -48,18 +49,6 @@ def _die(message: str) -> None:
 
 
 # ----------------------------------------------------------------------------- helpers
-def make_mesh_from_config(config):
-    """The ("data", "fsdp", "tensor") mesh of config.mesh; data=-1 takes the remaining devices."""
-    import jax
-
-    from grow_jax import sharding
-
-    fsdp, tensor, data = config.mesh.fsdp, config.mesh.tensor, config.mesh.data
-    if data == -1:
-        data = max(1, jax.device_count() // (fsdp * tensor))
-    return sharding.make_mesh(data=data, fsdp=fsdp, tensor=tensor)
-
-
 def _checkpointer(config, workdir: str):
     from grow_jax.train.checkpoint import Checkpointer
 
@@ -73,6 +62,7 @@ def import_hf(config, workdir: str, flag_values) -> None:
     from flax import nnx
 
     from grow_jax.models import hf_io
+    from grow_jax.train import builders
 
     hf_dir = flag_values.hf_dir or config.model.hf_dir
     if not hf_dir:
@@ -81,15 +71,16 @@ def import_hf(config, workdir: str, flag_values) -> None:
     if ckpt.latest_step() is not None:
         raise UsageError(f"import_hf: {ckpt.directory} already holds checkpoints "
                          f"(latest step {ckpt.latest_step()}); use a fresh --workdir")
-    model = hf_io.load_pretrained(hf_dir, mesh=make_mesh_from_config(config),
+    model = hf_io.load_pretrained(hf_dir, mesh=builders.make_mesh(config),
                                   dtype=config.model.dtype, param_dtype=config.model.param_dtype)
     assets = os.path.join(workdir, HF_ASSETS_DIR)
     os.makedirs(assets, exist_ok=True)
     for name in hf_io.ASSET_FILES:
         if os.path.isfile(os.path.join(hf_dir, name)):
             shutil.copy2(os.path.join(hf_dir, name), os.path.join(assets, name))
-    extra = {"model_config": hf_io.model_config_to_json(model.config),
-             "run_config": config.to_dict(), "source_hf_dir": os.path.abspath(hf_dir)}
+    extra = {"iteration": 0, "phase": "import_hf", "source_hf_dir": os.path.abspath(hf_dir),
+             "model_config": hf_io.model_config_to_json(model.config),
+             "config": json.loads(config_utils.config_to_json(config))}
     ckpt.save(0, {"params": nnx.to_pure_dict(nnx.state(model, nnx.Param))}, extra_json=extra,
               force=True)
     ckpt.close()
@@ -104,6 +95,7 @@ def export_hf(config, workdir: str, flag_values) -> None:
     from grow_jax import sharding
     from grow_jax.models import hf_io
     from grow_jax.models.qwen2_vl.modeling import Qwen2VL
+    from grow_jax.train import builders
 
     if not flag_values.hf_out:
         raise UsageError("export_hf needs --hf_out=FOLDER")
@@ -116,7 +108,7 @@ def export_hf(config, workdir: str, flag_values) -> None:
         raise UsageError(f"export_hf: checkpoint {ckpt.directory}/{step} has no model_config "
                          "metadata (not written by grow_jax import_hf/train)")
     model_config = hf_io.model_config_from_json(extra["model_config"])
-    mesh = make_mesh_from_config(config)
+    mesh = builders.make_mesh(config)
     abstract = nnx.eval_shape(lambda: Qwen2VL(model_config, rngs=nnx.Rngs(0)))
     abs_params = nnx.state(abstract, nnx.Param)
     shardings = nnx.to_pure_dict(sharding.state_shardings(abs_params, mesh))

@@ -69,14 +69,14 @@ def read_config(hf_dir: str | os.PathLike) -> Qwen2VLConfig:
 
 
 def model_config_to_json(config: Qwen2VLConfig) -> dict[str, Any]:
-    """Model config as stored with grow_jax checkpoints (HF config + our dtypes)."""
-    return {"hf": config.to_hf(), "dtype": config.dtype, "param_dtype": config.param_dtype}
+    """Model config as stored in checkpoint metadata (``extra["model_config"]``): the HF
+    config.json dict, whose ``dtype`` is the parameter dtype."""
+    return config.to_hf()
 
 
 def model_config_from_json(data: Mapping[str, Any]) -> Qwen2VLConfig:
-    """Inverse of `model_config_to_json`."""
-    return Qwen2VLConfig.from_hf(dict(data["hf"])).replace(
-        dtype=data["dtype"], param_dtype=data["param_dtype"])
+    """Inverse of `model_config_to_json` (compute dtype: float32; callers may replace it)."""
+    return Qwen2VLConfig.from_hf(dict(data)).replace(param_dtype=data.get("dtype", "float32"))
 
 
 # ----------------------------------------------------------------------------- reading
