@@ -165,3 +165,15 @@ def test_check_overrides_free_form_section():
     with pytest.raises(config_utils.ConfigError, match="free-form section"):
         config_utils.check_overrides(["prog", "--config.env.kwargs.size=3"])
     config_utils.check_overrides(["prog", "--config.env.max_steps=3", "--workdir=x"])
+
+
+@pytest.mark.parametrize("name", sorted(f for f in os.listdir(os.path.join(REPO, "configs"))
+                                        if f.endswith(".py") and not f.startswith("_")))
+def test_shipped_configs_validate(name):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"cfg_{name[:-3]}",
+                                                  os.path.join(REPO, "configs", name))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config_utils.validate_config(module.get_config())
