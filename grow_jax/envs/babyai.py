@@ -1,0 +1,128 @@
+"""BabyAI levels (minigrid) as language tasks with RGB partial observations and an expert."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from typing import Sequence
+
+import gymnasium as gym
+import minigrid  # noqa: F401  (importing registers the BabyAI-* levels)
+
+from grow_jax.envs.base import Task, make_obs
+
+ACTION_NAMES = ("left", "right", "forward", "pickup", "drop", "toggle", "done")
+SUITE = "babyai"
+# minigrid.envs.babyai submodule defining a level's class -> family reported in evaluations.
+_FAMILY_OF_MODULE = {
+    "goto": "GoTo",
+    "open": "Open",
+    "pickup": "Pickup",
+    "putnext": "PutNext",
+    "unlock": "Unlock",
+    "other": "Other",
+    "synth": "Synth",
+}
+
+
+def level_ids() -> list[str]:
+    """All `BabyAI-*` ids registered in gymnasium (importing minigrid registers them)."""
+    return [k for k in gym.registry if k.startswith("BabyAI-")]
+
+
+@functools.lru_cache(maxsize=None)
+def level_family(level: str) -> str:
+    """Level group (GoTo, Open, Pickup, PutNext, Unlock, Other, Synth) from the level's module."""
+    if level not in gym.registry:
+        raise KeyError(f"unknown BabyAI level {level!r}; known: see babyai.level_ids()")
+    module_name, cls_name = gym.registry[level].entry_point.split(":")
+    module = getattr(importlib.import_module(module_name), cls_name).__module__
+    return _FAMILY_OF_MODULE.get(module.rsplit(".", 1)[-1], "Other")
+
+
+def make_tasks(
+    levels: Sequence[str] | None = None,
+    seeds: Sequence[int] = (0,),
+    max_steps: int | None = None,
+) -> list[Task]:
+    """One task per (level, seed); the instruction is that seed's mission."""
+    levels = list(levels) if levels is not None else level_ids()
+    tasks = []
+    for level in levels:
+        env = gym.make(level)
+        for seed in seeds:
+            obs, _ = env.reset(seed=int(seed))
+            tasks.append(
+                Task(
+                    task_id=level,
+                    suite=SUITE,
+                    family=level_family(level),
+                    instruction=obs["mission"],
+                    seed=int(seed),
+                    max_steps=max_steps,
+                )
+            )
+        env.close()
+    return tasks
+
+
+class BabyAIEnv:
+    """A BabyAI level with `RGBImgPartialObsWrapper` (7x7 view: tile_size 8 -> 56x56)."""
+
+    action_names = ACTION_NAMES
+
+    def __init__(self, task: Task, tile_size: int = 8):
+        from minigrid.wrappers import RGBImgPartialObsWrapper
+
+        self.task = task
+        kwargs = {} if task.max_steps is None else {"max_steps": int(task.max_steps)}
+        self._env = RGBImgPartialObsWrapper(gym.make(task.task_id, **kwargs), tile_size=tile_size)
+        self._mission = task.instruction
+        self._bot = None
+        self._last_action: int | None = None
+
+    @property
+    def unwrapped(self):
+        return self._env.unwrapped
+
+    def reset(self, seed: int | None = None):
+        seed = self.task.seed if seed is None else seed
+        obs, _ = self._env.reset(seed=None if seed is None else int(seed))
+        self._mission = obs["mission"]
+        self._bot = None
+        self._last_action = None
+        return make_obs(obs["image"], self._mission)
+
+    def step(self, action):
+        action = int(action)
+        if not 0 <= action < len(ACTION_NAMES):
+            raise ValueError(f"BabyAI action must be in [0, {len(ACTION_NAMES)}), got {action}")
+        obs, reward, terminated, truncated, info = self._env.step(action)
+        self._last_action = action
+        info = {"success": bool(terminated and reward > 0)}
+        return make_obs(obs["image"], self._mission), float(reward), bool(terminated), bool(
+            truncated
+        ), info
+
+    def expert_action(self) -> int:
+        """Action of minigrid's BabyAIBot for the current state (told about off-plan actions)."""
+        from minigrid.utils.baby_ai_bot import BabyAIBot
+
+        if self._bot is None:
+            self._bot = BabyAIBot(self._env.unwrapped)
+            return int(self._bot.replan())
+        return int(self._bot.replan(self._last_action))
+
+    def close(self):
+        self._env.close()
+
+
+def expert_action(env: BabyAIEnv) -> int:
+    """The expert (BabyAIBot) action for `env`'s current state."""
+    return env.expert_action()
+
+
+def make_env(task: Task, tile_size: int = 8, **unused) -> BabyAIEnv:
+    """Builds the env of a BabyAI task; `tile_size` 8 gives 56x56 frames, 4 gives 28x28."""
+    del unused
+    return BabyAIEnv(task, tile_size=tile_size)

@@ -1,0 +1,62 @@
+"""Task records and the environment contract shared by every suite.
+
+Every env returns observations as ``{"image": HxWx3 uint8 (a fresh copy), "instruction": str}``
+and an ``info`` dict that always has ``success: bool``. Actions are ints (BabyAI, Crafter)
+or int arrays (Minecraft: JARVIS-VLA group values, one row per low-level action).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Protocol, runtime_checkable
+
+import numpy as np
+
+Obs = dict  # {"image": np.ndarray[H, W, 3] uint8, "instruction": str}
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One language-instructed task.
+
+    Attributes:
+        task_id: stable id used to group rollouts and report success (unique within a suite).
+        suite: "babyai", "crafter" or "minecraft".
+        family: category for reports (BabyAI level group, Crafter category, Minecraft family).
+        instruction: the text given to the agent (for BabyAI: the mission of `seed`).
+        seed: world seed used by `Env.reset(None)`; None means a fresh random world each reset.
+        max_steps: episode horizon in `Env.step` calls (None: the suite's default).
+        spawn: suite-specific set-up (Minecraft spawn file, tools, inventory, position, ...).
+    """
+
+    task_id: str
+    suite: str
+    family: str
+    instruction: str
+    seed: int | None = None
+    max_steps: int | None = None
+    spawn: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@runtime_checkable
+class Env(Protocol):
+    """Single environment, gymnasium-style step results."""
+
+    task: Task
+
+    def reset(self, seed: int | None = None) -> Obs:
+        """Starts an episode (seed None: the task's seed) and returns the first observation."""
+
+    def step(self, action: int | np.ndarray) -> tuple[Obs, float, bool, bool, dict]:
+        """Returns (obs, reward, terminated, truncated, info); info["success"] is a bool."""
+
+    def close(self) -> None:
+        """Releases resources."""
+
+
+def make_obs(image: np.ndarray, instruction: str) -> Obs:
+    """Builds an observation holding a private uint8 HWC copy of `image`."""
+    image = np.array(image, dtype=np.uint8, copy=True)
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"observation image must be HxWx3, got shape {image.shape}")
+    return {"image": image, "instruction": instruction}

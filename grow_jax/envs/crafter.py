@@ -1,0 +1,106 @@
+"""Crafter: one language task per achievement; success ends the episode."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from grow_jax.envs.base import Task, make_obs
+
+SUITE = "crafter"
+DEFAULT_MAX_STEPS = 1000
+ACTION_NAMES = (
+    "noop", "move_left", "move_right", "move_up", "move_down", "do", "sleep", "place_stone",
+    "place_table", "place_furnace", "place_plant", "make_wood_pickaxe", "make_stone_pickaxe",
+    "make_iron_pickaxe", "make_wood_sword", "make_stone_sword", "make_iron_sword",
+)  # fmt: skip
+ACHIEVEMENTS = (
+    "collect_coal", "collect_diamond", "collect_drink", "collect_iron", "collect_sapling",
+    "collect_stone", "collect_wood", "defeat_skeleton", "defeat_zombie", "eat_cow", "eat_plant",
+    "make_iron_pickaxe", "make_iron_sword", "make_stone_pickaxe", "make_stone_sword",
+    "make_wood_pickaxe", "make_wood_sword", "place_furnace", "place_plant", "place_stone",
+    "place_table", "wake_up",
+)  # fmt: skip
+_SURVIVE = {"collect_drink", "eat_cow", "eat_plant", "wake_up"}
+_INSTRUCTION_OVERRIDES = {"collect_drink": "drink water"}
+
+
+def achievement_family(name: str) -> str:
+    """collect / place / make / defeat / survive (eat, drink, sleep -> wake_up)."""
+    if name in _SURVIVE:
+        return "survive"
+    return name.split("_", 1)[0]
+
+
+def achievement_instruction(name: str) -> str:
+    return _INSTRUCTION_OVERRIDES.get(name, name.replace("_", " "))
+
+
+def make_tasks(
+    achievements: Sequence[str] | None = None,
+    seeds: Sequence[int | None] = (0,),
+    max_steps: int = DEFAULT_MAX_STEPS,
+) -> list[Task]:
+    """One task per (achievement, world seed)."""
+    achievements = ACHIEVEMENTS if achievements is None else tuple(achievements)
+    for name in achievements:
+        if name not in ACHIEVEMENTS:
+            raise KeyError(f"unknown Crafter achievement {name!r}; known: {ACHIEVEMENTS}")
+    return [
+        Task(
+            task_id=f"crafter:{name}",
+            suite=SUITE,
+            family=achievement_family(name),
+            instruction=achievement_instruction(name),
+            seed=seed,
+            max_steps=max_steps,
+            spawn={"achievement": name},
+        )
+        for name in achievements
+        for seed in seeds
+    ]
+
+
+class CrafterEnv:
+    """Crafter with the task reward: 1.0 on the step the task's achievement is first unlocked.
+
+    Crafter's own (dense) reward is kept in ``info["env_reward"]``.
+    """
+
+    action_names = ACTION_NAMES
+
+    def __init__(self, task: Task, size: int = 64):
+        import crafter
+
+        self.task = task
+        self._achievement = task.spawn["achievement"]
+        max_steps = task.max_steps or DEFAULT_MAX_STEPS
+        self._env = crafter.Env(size=(size, size), length=max_steps, seed=task.seed or 0)
+        self._max_steps = max_steps
+
+    def reset(self, seed: int | None = None):
+        seed = self.task.seed if seed is None else seed
+        # crafter seeds episode k of a world with hash((seed, k)): restart the count at 0.
+        self._env._seed = int(seed) if seed is not None else int(np.random.randint(2**31 - 1))
+        self._env._episode = 0
+        return make_obs(self._env.reset(), self.task.instruction)
+
+    def step(self, action):
+        action = int(action)
+        if not 0 <= action < len(ACTION_NAMES):
+            raise ValueError(f"Crafter action must be in [0, {len(ACTION_NAMES)}), got {action}")
+        obs, env_reward, done, info = self._env.step(action)
+        success = info["achievements"][self._achievement] > 0
+        truncated = bool(done and not success and self._env._step >= self._max_steps)
+        terminated = bool(success or (done and not truncated))
+        info = {"success": bool(success), "env_reward": float(env_reward)}
+        return make_obs(obs, self.task.instruction), float(success), terminated, truncated, info
+
+    def close(self):
+        pass
+
+
+def make_env(task: Task, size: int = 64, **unused) -> CrafterEnv:
+    del unused
+    return CrafterEnv(task, size=size)
