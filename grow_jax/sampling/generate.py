@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from grow_jax.data.samples import ImageSlots, pack_images
 from grow_jax.models.qwen2_vl import inputs as qinputs
 from grow_jax.models.qwen2_vl.modeling import init_cache
 
@@ -103,7 +104,8 @@ def _generate(params, rest, rng, batch, *, graphdef, config, sp: SamplingParams)
         i, cache, mask, tokens, logps, lengths, done, rng = c
         mask = mask.at[:, tp + i - 1].set(1)
         pos = jnp.broadcast_to((next_pos + i - 1)[None, :, None], (3, b, 1)).astype(jnp.int32)
-        logits, cache = model.forward(tokens[:, i - 1:i], pos, mask, cache=cache,
+        prev = jax.lax.dynamic_slice_in_dim(tokens, i - 1, 1, axis=1)
+        logits, cache = model.forward(prev, pos, mask, cache=cache,
                                       cache_pos=(tp + i - 1).astype(jnp.int32))
         rng, sub = jax.random.split(rng)
         tok, lp = _choose(logits[:, -1], sub, sp)
@@ -150,22 +152,13 @@ class Sampler:
             ids[i, tp - len(p):] = p
             mask[i, tp - len(p):] = 1
         mask[n:, -1] = 1  # padding rows hold one (pad) token so their softmax stays finite
-        v = self.config.vision
-        patch_dim = v.in_chans * v.temporal_patch_size * v.patch_size**2
         pix = [im[0] for im in (images or []) if im is not None]
-        grids = [im[1] for im in (images or []) if im is not None]
-        grid = np.concatenate(grids).astype(np.int32) if grids else None
-        pos, _ = qinputs.get_rope_index(ids, grid, mask, self.config)
-        used = sum(x.shape[0] for x in pix)
-        p = _bucket(used, self.patch_bucket) if used else 0
-        pixel_values = np.zeros((p, patch_dim), np.float32)
-        vpos = np.zeros((p, 2), np.int32)
-        seg = np.zeros((p,), np.int32)
-        if used:
-            pixel_values[:used] = np.concatenate(pix)
-            vpos[:used] = qinputs.vision_position_ids(grid, v.spatial_merge_size)
-            seg[:used] = qinputs.vision_segment_ids(grid)
-            seg[used:] = seg[used - 1] + 1
+        grids = [np.asarray(im[1], np.int32) for im in (images or []) if im is not None]
+        grid = np.concatenate(grids) if grids else np.zeros((0, 3), np.int32)
+        pos, _ = qinputs.get_rope_index(ids, grid if len(grid) else None, mask, self.config)
+        slots = ImageSlots.fit([grid], count_multiple=self.batch_bucket,
+                               patch_multiple=self.patch_bucket)
+        pixel_values, vpos, seg = pack_images(pix, grid, slots, self.config)
         batch = dict(input_ids=ids, attention_mask=mask, position_ids=np.asarray(pos, np.int32),
                      pixel_values=pixel_values, vision_pos_ids=vpos, vision_segment_ids=seg,
                      row_valid=np.arange(b) < n)
@@ -190,8 +183,7 @@ def _shard_batch(batch: dict, mesh) -> dict:
     for k, x in batch.items():
         dim = 1 if k == "position_ids" else 0
         spec = [None] * x.ndim
-        if x.shape[dim] % n == 0 and k not in ("pixel_values", "vision_pos_ids",
-                                                 "vision_segment_ids"):
+        if x.shape[dim] and x.shape[dim] % n == 0:
             spec[dim] = axes
         out[k] = jax.device_put(x, NamedSharding(mesh, P(*spec)))
     return out

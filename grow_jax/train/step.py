@@ -119,9 +119,13 @@ def train_step(state: TrainState, batches: dict, *, graphdef, rest, tx, cfg: Los
 def batch_shardings(mesh, batch: dict) -> dict:
     """NamedShardings for a stacked [M, A, ...] batch: the batch dim over (data, fsdp)."""
 
+    n = mesh.shape["data"] * mesh.shape["fsdp"]
+
     def spec(key, x):
         axes = [None] * x.ndim
-        axes[2 + _BATCH_DIM[key]] = BATCH_AXES
+        dim = 2 + _BATCH_DIM[key]
+        if x.shape[dim] and x.shape[dim] % n == 0:  # else replicated (e.g. odd patch counts)
+            axes[dim] = BATCH_AXES
         return NamedSharding(mesh, P(*axes))
 
     return {k: spec(k, v) for k, v in batch.items()}

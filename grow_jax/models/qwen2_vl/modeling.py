@@ -4,7 +4,7 @@ Public API:
 - `Qwen2VL(config, *, rngs)`: the model; params in `config.param_dtype`, compute in `config.dtype`.
 - `model(input_ids, pixel_values=None, image_grid_thw=None, attention_mask=None) -> logits [B,T,V]`: convenience path, numpy or jax inputs, host prep via inputs.py then jitted calls.
 - `model.encode_images(pixel_values, vision_pos_ids, vision_segment_ids) -> [P/m^2, D]` (or [N, P/m^2, D] for batched [N, P, patch_dim] input): pure, jittable.
-- `model.forward(input_ids, position_ids, attention_mask, image_embeds=None, cache=None, cache_pos=None) -> (logits, new_cache)`: pure, jittable, static shapes; image embeds (extra padded rows allowed) fill the `image_token_id` positions in row-major order.
+- `model.forward(input_ids, position_ids, attention_mask, image_embeds=None, cache=None, cache_pos=None, logits_at=None) -> (logits, new_cache)`: pure, jittable, static shapes; image embeds (extra padded rows allowed) fill the `image_token_id` positions in row-major order.
 - `init_cache(config, batch, max_len, dtype=None) -> cache`: per layer {"k","v"} zeros [B, max_len, kv_heads, head_dim].
 - With a cache, `attention_mask` is [B, max_len] (1 = slot holds a real token), the T new keys are written at [cache_pos, cache_pos+T), and queries see slots <= their own.
 """
@@ -144,8 +144,14 @@ class Qwen2VL(nnx.Module):
         image_embeds=None,
         cache=None,
         cache_pos=None,
+        logits_at=None,
     ):
-        """Logits [B, T, V] and the updated cache (None without a cache)."""
+        """Logits [B, T, V] and the updated cache (None without a cache).
+
+        `logits_at` (int [B, K], optional): compute logits only at these positions and
+        return [B, K, V]; training needs them only where action tokens are predicted, and
+        the output layer is the largest matmul of a small model.
+        """
         c, t = self.config, self.config.text
         dtype = dtype_of(c.dtype)
         B, T = input_ids.shape
@@ -182,6 +188,8 @@ class Qwen2VL(nnx.Module):
             x, kv = layer(x, cos, sin, mask, None if cache is None else cache[i], cache_pos)
             if cache is not None:
                 new_cache.append(kv)
+        if logits_at is not None:
+            x = jnp.take_along_axis(x, logits_at[..., None].astype(jnp.int32), axis=1)
         x = self.norm(x)
         if t.tie_word_embeddings:
             logits = self.embed_tokens.attend(x)
