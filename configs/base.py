@@ -85,8 +85,8 @@ def get_config() -> ml_collections.ConfigDict:
     r.warmup_steps = 10  # linear warm-up steps to the peak learning rate
     r.weight_decay = 0.0  # AdamW weight decay
     r.grad_clip = 1.0  # global gradient-norm clip; 0 disables
-    r.accumulation = 1  # micro-batches accumulated per optimizer step (minibatch split this many ways)
-    r.init_checkpoint = placeholder(str)  # workdir (e.g. of an sft run) whose latest params start RL
+    r.accumulation = 1  # micro-batches per optimizer step (the minibatch split this many ways)
+    r.init_checkpoint = placeholder(str)  # workdir (sft / import_hf) whose params start RL
 
     c.sft = s = ml_collections.ConfigDict()
     s.demo_episodes = 64  # expert (bot) episodes recorded as demonstrations

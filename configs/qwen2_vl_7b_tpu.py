@@ -28,9 +28,14 @@ def get_config():
 
     c.env.suite = "minecraft"
     c.env.tasks = (
-        "mine_block:oak_log", "mine_block:stone", "mine_block:iron_ore",
-        "craft_item:crafting_table", "craft_item:torch", "craft_item:furnace",
-        "kill_entity:zombie", "kill_entity:sheep",
+        "mine_block:oak_log",
+        "mine_block:stone",
+        "mine_block:iron_ore",
+        "craft_item:crafting_table",
+        "craft_item:torch",
+        "craft_item:furnace",
+        "kill_entity:zombie",
+        "kill_entity:sheep",
     )
     c.env.eval_tasks = None  # None: the training tasks; the full OpenHA suite is ~825 ids
     c.env.max_steps = 300  # decisions (4 ticks each: 60 s of game time)

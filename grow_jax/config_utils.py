@@ -16,13 +16,15 @@ import json
 import os
 import re
 import traceback
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import ml_collections
 from ml_collections.config_dict import FieldReference
 
-BASE_CONFIG_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                          "configs", "base.py")
+BASE_CONFIG_FILE = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "base.py"
+)
 
 
 class ConfigError(ValueError):
@@ -32,8 +34,10 @@ class ConfigError(ValueError):
 @functools.lru_cache(maxsize=1)
 def _base_module():
     if not os.path.isfile(BASE_CONFIG_FILE):
-        raise ConfigError(f"config error: default config {BASE_CONFIG_FILE} not found "
-                          "(configs/ ships with the source tree; install grow_jax editable)")
+        raise ConfigError(
+            f"config error: default config {BASE_CONFIG_FILE} not found "
+            "(configs/ ships with the source tree; install grow_jax editable)"
+        )
     spec = importlib.util.spec_from_file_location("grow_jax_configs_base", BASE_CONFIG_FILE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -47,13 +51,14 @@ def base_config() -> ml_collections.ConfigDict:
 
 def _type_name(t: Any) -> str:
     return {bool: "bool", int: "int", float: "float", str: "str", tuple: "tuple"}.get(
-        t, getattr(t, "__name__", str(t)))
+        t, getattr(t, "__name__", str(t))
+    )
 
 
 def _fields(cfg: ml_collections.ConfigDict) -> Iterator[tuple[str, Any]]:
     """(key, raw value) pairs; placeholders and references stay FieldReference objects."""
-    for key in cfg.keys():
-        yield key, cfg._fields[key]  # noqa: SLF001 - the public API resolves references
+    for key in cfg:
+        yield key, cfg._fields[key]
 
 
 def _flat_keys(cfg: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
@@ -94,8 +99,9 @@ def _type_ok(value: Any, expected: type) -> bool:
     return isinstance(value, expected)
 
 
-def validate_config(config: ml_collections.ConfigDict,
-                    reference: ml_collections.ConfigDict | None = None) -> None:
+def validate_config(
+    config: ml_collections.ConfigDict, reference: ml_collections.ConfigDict | None = None
+) -> None:
     """Raises ConfigError for the first key of ``config`` that base.py lacks or mistypes.
 
     Sections that are empty dicts in the reference are free-form and not checked inside.
@@ -110,15 +116,20 @@ def _validate(config, reference, prefix: str, root) -> None:
         path = prefix + key
         if key not in reference:
             raise _unknown(path, root)
-        ref = reference._fields[key]  # noqa: SLF001
+        ref = reference._fields[key]
         value = raw.get() if isinstance(raw, FieldReference) else raw
         if isinstance(ref, ml_collections.ConfigDict):
             if not isinstance(value, (ml_collections.ConfigDict, dict)):
-                raise ConfigError(f"config error: '{path}' must be a section (dict), "
-                                  f"got {type(value).__name__}")
+                raise ConfigError(
+                    f"config error: '{path}' must be a section (dict), got {type(value).__name__}"
+                )
             if len(ref):
-                _validate(ml_collections.ConfigDict(value) if isinstance(value, dict) else value,
-                          ref, f"{path}.", root)
+                _validate(
+                    ml_collections.ConfigDict(value) if isinstance(value, dict) else value,
+                    ref,
+                    f"{path}.",
+                    root,
+                )
             continue
         expected, optional = _expected_type(ref)
         if expected is None or (value is None and optional):
@@ -136,8 +147,9 @@ def _check_elements(path: str, value: Sequence[Any], ref: Sequence[Any] | None) 
     elem = type(ref[0])
     for i, item in enumerate(value):
         if not _type_ok(item, elem):
-            raise ConfigError(f"config error: '{path}[{i}]' must be {_type_name(elem)}, "
-                              f"got {type(item).__name__}")
+            raise ConfigError(
+                f"config error: '{path}[{i}]' must be {_type_name(elem)}, got {type(item).__name__}"
+            )
 
 
 def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -152,10 +164,14 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
 def _overlay(dst: ml_collections.ConfigDict, src: ml_collections.ConfigDict) -> None:
     for key, raw in _fields(src):
         value = raw.get() if isinstance(raw, FieldReference) else raw
-        target = dst._fields[key]  # noqa: SLF001
+        target = dst._fields[key]
         if isinstance(target, ml_collections.ConfigDict) and len(target):
-            _overlay(target, value if isinstance(value, ml_collections.ConfigDict)
-                     else ml_collections.ConfigDict(value))
+            _overlay(
+                target,
+                value
+                if isinstance(value, ml_collections.ConfigDict)
+                else ml_collections.ConfigDict(value),
+            )
         elif isinstance(target, ml_collections.ConfigDict):  # free-form section: take it whole
             with dst.ignore_type():
                 dst[key] = ml_collections.ConfigDict(value)
@@ -182,14 +198,19 @@ def check_overrides(argv: Sequence[str]) -> None:
         path = match.group(1)
         node: Any = reference
         for i, part in enumerate(path.split(".")):
-            if node is not reference and isinstance(node, ml_collections.ConfigDict) \
-                    and not len(node):
+            if (
+                node is not reference
+                and isinstance(node, ml_collections.ConfigDict)
+                and not len(node)
+            ):
                 section = ".".join(path.split(".")[:i])
-                raise ConfigError(f"config error: '{path}' cannot be set on the command line: "
-                                  f"'{section}' is a free-form section, set it in the config file")
+                raise ConfigError(
+                    f"config error: '{path}' cannot be set on the command line: "
+                    f"'{section}' is a free-form section, set it in the config file"
+                )
             if not isinstance(node, ml_collections.ConfigDict) or part not in node:
                 raise _unknown(path, reference)
-            node = node._fields[part]  # noqa: SLF001
+            node = node._fields[part]
 
 
 def _lookup(reference: ml_collections.ConfigDict, path: str) -> Any:
@@ -198,14 +219,17 @@ def _lookup(reference: ml_collections.ConfigDict, path: str) -> Any:
     for part in path.split("."):
         if not isinstance(node, ml_collections.ConfigDict) or part not in node:
             return None
-        node = node._fields[part]  # noqa: SLF001
+        node = node._fields[part]
     return node
 
 
-_FLAG_VALUE = re.compile(r"flag --config\.([A-Za-z0-9_.]+)=(.*?): (.*)$", re.S)
+_FLAG_VALUE = re.compile(r"flag --config\.([A-Za-z0-9_.]+)=(.*?): (.*)$", re.DOTALL)
 _FILE_LINE = re.compile(r'File "([^"]+)", line (\d+), in get_config\s*\n\s*(.*)')
-_CAST = re.compile(r"Could not override field '(\w+)'.*? is of original type <class '(\w+)'> "
-                   r"and cannot be casted to type <class '(\w+)'>", re.S)
+_CAST = re.compile(
+    r"Could not override field '(\w+)'.*? is of original type <class '(\w+)'> "
+    r"and cannot be casted to type <class '(\w+)'>",
+    re.DOTALL,
+)
 
 
 def explain_flag_error(error: BaseException) -> str:
@@ -219,8 +243,10 @@ def explain_flag_error(error: BaseException) -> str:
             return f"config error: '{key}' must be {_type_name(expected)}, got {value!r}"
         return f"config error: bad value for '{key}': {value!r}"
     where = _FILE_LINE.findall(text) or [
-        (f.filename, str(f.lineno), f.line or "") for f in traceback.extract_tb(error.__traceback__)
-        if f.name == "get_config"]
+        (f.filename, str(f.lineno), f.line or "")
+        for f in traceback.extract_tb(error.__traceback__)
+        if f.name == "get_config"
+    ]
     if where:  # an exception inside a config file's get_config(): point at the line
         path, line, source = where[-1]
         cast = _CAST.search(text)

@@ -17,7 +17,8 @@ import os
 import re
 import shutil
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -25,13 +26,18 @@ from ml_collections import config_flags
 from grow_jax import config_utils
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Run config file with a get_config() function (default: configs/base.py).",
-    lock_config=True)
+    "config",
+    None,
+    "Run config file with a get_config() function (default: configs/base.py).",
+    lock_config=True,
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder: checkpoints, logs, config.json.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "sft", "eval", "export_hf", "import_hf"],
-                          "What to run.")
-_HF_DIR = flags.DEFINE_string("hf_dir", None, "import_hf: local HF Qwen2-VL folder "
-                              "(default: config.model.hf_dir).")
+_MODE = flags.DEFINE_enum(
+    "mode", "train", ["train", "sft", "eval", "export_hf", "import_hf"], "What to run."
+)
+_HF_DIR = flags.DEFINE_string(
+    "hf_dir", None, "import_hf: local HF Qwen2-VL folder (default: config.model.hf_dir)."
+)
 _HF_OUT = flags.DEFINE_string("hf_out", None, "export_hf: output folder.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "export_hf: replace a non-empty --hf_out.")
 
@@ -52,8 +58,11 @@ def _die(message: str) -> None:
 def _checkpointer(config, workdir: str):
     from grow_jax.train.checkpoint import Checkpointer
 
-    return Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), max_to_keep=config.checkpoint.keep,
-                        async_save=config.checkpoint.async_save)
+    return Checkpointer(
+        os.path.join(workdir, CHECKPOINT_DIR),
+        max_to_keep=config.checkpoint.keep,
+        async_save=config.checkpoint.async_save,
+    )
 
 
 # ----------------------------------------------------------------------------- modes
@@ -69,20 +78,31 @@ def import_hf(config, workdir: str, flag_values) -> None:
         raise UsageError("import_hf needs --hf_dir=FOLDER (or config.model.hf_dir)")
     ckpt = _checkpointer(config, workdir)
     if ckpt.latest_step() is not None:
-        raise UsageError(f"import_hf: {ckpt.directory} already holds checkpoints "
-                         f"(latest step {ckpt.latest_step()}); use a fresh --workdir")
-    model = hf_io.load_pretrained(hf_dir, mesh=builders.make_mesh(config),
-                                  dtype=config.model.dtype, param_dtype=config.model.param_dtype)
+        raise UsageError(
+            f"import_hf: {ckpt.directory} already holds checkpoints "
+            f"(latest step {ckpt.latest_step()}); use a fresh --workdir"
+        )
+    model = hf_io.load_pretrained(
+        hf_dir,
+        mesh=builders.make_mesh(config),
+        dtype=config.model.dtype,
+        param_dtype=config.model.param_dtype,
+    )
     assets = os.path.join(workdir, HF_ASSETS_DIR)
     os.makedirs(assets, exist_ok=True)
     for name in hf_io.ASSET_FILES:
         if os.path.isfile(os.path.join(hf_dir, name)):
             shutil.copy2(os.path.join(hf_dir, name), os.path.join(assets, name))
-    extra = {"iteration": 0, "phase": "import_hf", "source_hf_dir": os.path.abspath(hf_dir),
-             "model_config": hf_io.model_config_to_json(model.config),
-             "config": json.loads(config_utils.config_to_json(config))}
-    ckpt.save(0, {"params": nnx.to_pure_dict(nnx.state(model, nnx.Param))}, extra_json=extra,
-              force=True)
+    extra = {
+        "iteration": 0,
+        "phase": "import_hf",
+        "source_hf_dir": os.path.abspath(hf_dir),
+        "model_config": hf_io.model_config_to_json(model.config),
+        "config": json.loads(config_utils.config_to_json(config)),
+    }
+    ckpt.save(
+        0, {"params": nnx.to_pure_dict(nnx.state(model, nnx.Param))}, extra_json=extra, force=True
+    )
     ckpt.close()
     print(f"imported {hf_dir} -> {ckpt.directory}/0")
 
@@ -105,21 +125,36 @@ def export_hf(config, workdir: str, flag_values) -> None:
         raise UsageError(f"export_hf: no checkpoint in {ckpt.directory}")
     extra = ckpt.read_extra(step) or {}
     if "model_config" not in extra:
-        raise UsageError(f"export_hf: checkpoint {ckpt.directory}/{step} has no model_config "
-                         "metadata (not written by grow_jax import_hf/train)")
+        raise UsageError(
+            f"export_hf: checkpoint {ckpt.directory}/{step} has no model_config "
+            "metadata (not written by grow_jax import_hf/train)"
+        )
     model_config = hf_io.model_config_from_json(extra["model_config"])
     mesh = builders.make_mesh(config)
     abstract = nnx.eval_shape(lambda: Qwen2VL(model_config, rngs=nnx.Rngs(0)))
     abs_params = nnx.state(abstract, nnx.Param)
     shardings = nnx.to_pure_dict(sharding.state_shardings(abs_params, mesh))
-    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          nnx.to_pure_dict(abs_params), shardings)
+    target = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        nnx.to_pure_dict(abs_params),
+        shardings,
+    )
     params = ckpt.restore({"params": target}, step=step)["params"]
     ckpt.close()
     assets = os.path.join(workdir, HF_ASSETS_DIR)
-    tokenizer_dir = config.model.tokenizer_dir or (assets if os.path.isdir(assets) else None)
-    out = hf_io.save_pretrained(params, flag_values.hf_out, config=model_config,
-                                tokenizer_dir=tokenizer_dir, overwrite=flag_values.overwrite)
+    # Tokenizer to ship: explicit > the imported HF folder's > the run's hf_dir > bundled.
+    tokenizer_dir = (
+        config.model.tokenizer_dir
+        or (assets if os.path.isdir(assets) else None)
+        or config.model.hf_dir
+    )
+    out = hf_io.save_pretrained(
+        params,
+        flag_values.hf_out,
+        config=model_config,
+        tokenizer_dir=tokenizer_dir,
+        overwrite=flag_values.overwrite,
+    )
     print(f"exported {ckpt.directory}/{step} -> {out}")
 
 
@@ -131,13 +166,17 @@ def _delegate(module: str, function: str) -> Callable[[Any, str, Any], None]:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as e:
             if e.name and module.startswith(e.name):
-                raise UsageError(f"mode '{flag_values.mode}' needs {module}, which is not "
-                                 "available in this build") from e
+                raise UsageError(
+                    f"mode '{flag_values.mode}' needs {module}, which is not "
+                    "available in this build"
+                ) from e
             raise
         fn = getattr(mod, function, None)
         if fn is None:
-            raise UsageError(f"mode '{flag_values.mode}' needs {module}.{function}, which is not "
-                             "available in this build")
+            raise UsageError(
+                f"mode '{flag_values.mode}' needs {module}.{function}, which is not "
+                "available in this build"
+            )
         fn(config, workdir)
 
     return run
@@ -180,7 +219,9 @@ def main(argv: list[str]) -> None:
         _die(str(e))
     except OSError as e:  # ml_collections defers a config file load failure to first use
         reason = re.findall(r"\[Errno \d+\] (.*)", str(e))
-        _die(f"config error: cannot load --config: {reason[-1] if reason else ' '.join(str(e).split())}")
+        _die(
+            f"config error: cannot load --config: {reason[-1] if reason else ' '.join(str(e).split())}"
+        )
     workdir = os.path.abspath(_WORKDIR.value)
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:

@@ -4,7 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from grow_jax.train.checkpoint import Checkpointer
 
@@ -17,8 +18,12 @@ def _items(seed: int):
         "embed": jax.random.normal(k2, (32, 16)).astype(jnp.bfloat16),
     }
     opt_state = {"mu": jax.tree.map(jnp.zeros_like, params), "count": jnp.array(seed, jnp.int32)}
-    return {"params": params, "opt_state": opt_state, "rng": {"key": jax.random.key(seed + 100)},
-            "step": {"step": seed}}
+    return {
+        "params": params,
+        "opt_state": opt_state,
+        "rng": {"key": jax.random.key(seed + 100)},
+        "step": {"step": seed},
+    }
 
 
 def _assert_bit_equal(a, b):
@@ -85,9 +90,8 @@ def test_async_save_is_complete_after_close(tmp_path):
 
 
 def test_reserved_item_name(tmp_path):
-    with Checkpointer(tmp_path) as ckpt:
-        with pytest.raises(ValueError, match="reserved"):
-            ckpt.save(0, {"extra": {"a": jnp.zeros(2)}})
+    with Checkpointer(tmp_path) as ckpt, pytest.raises(ValueError, match="reserved"):
+        ckpt.save(0, {"extra": {"a": jnp.zeros(2)}})
 
 
 @pytest.mark.multi_device
@@ -97,10 +101,15 @@ def test_restore_onto_mesh_sharding(tmp_path):
     with Checkpointer(tmp_path) as ckpt:
         ckpt.save(0, {"params": params})  # saved from a single device
     mesh = Mesh(np.array(jax.devices()).reshape(2, 4), ("fsdp", "tensor"))
-    specs = {"layer": {"kernel": P("fsdp", "tensor"), "bias": P("tensor")}, "embed": P(None, "fsdp")}
+    specs = {
+        "layer": {"kernel": P("fsdp", "tensor"), "bias": P("tensor")},
+        "embed": P(None, "fsdp"),
+    }
     abstract = jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=NamedSharding(mesh, s)),
-        params, specs)
+        params,
+        specs,
+    )
     with Checkpointer(tmp_path) as ckpt:
         restored = ckpt.restore({"params": abstract})["params"]
     kernel = restored["layer"]["kernel"]

@@ -14,15 +14,20 @@ from grow_jax.models.qwen2_vl.config import Qwen2VLConfig
 from grow_jax.models.qwen2_vl.modeling import Qwen2VL
 
 IMAGE_ID, VSTART, VEND = 500, 502, 503
-HF_TINY = dict(
-    text_config=dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                     num_attention_heads=4, num_key_value_heads=2,
-                     rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
-                     max_position_embeddings=512, tie_word_embeddings=False),
-    vision_config=dict(depth=2, embed_dim=32, hidden_size=64, num_heads=4, mlp_ratio=2,
-                       patch_size=14, spatial_merge_size=2, temporal_patch_size=2, in_chans=3),
-    image_token_id=IMAGE_ID, video_token_id=501, vision_start_token_id=VSTART,
-    vision_end_token_id=VEND)
+HF_TINY = {
+    "text_config": {
+        "vocab_size": 512, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2,
+        "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
+        "max_position_embeddings": 512, "tie_word_embeddings": False,
+    },
+    "vision_config": {
+        "depth": 2, "embed_dim": 32, "hidden_size": 64, "num_heads": 4, "mlp_ratio": 2,
+        "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "in_chans": 3,
+    },
+    "image_token_id": IMAGE_ID, "video_token_id": 501, "vision_start_token_id": VSTART,
+    "vision_end_token_id": VEND,
+}  # fmt: skip
 
 
 def _image_prompt():
@@ -36,15 +41,24 @@ def _torch_logits(model, ids, pixels, grid):
     import torch
 
     with torch.no_grad():
-        return model(input_ids=torch.tensor(ids), pixel_values=torch.tensor(pixels),
-                     image_grid_thw=torch.tensor(grid),
-                     mm_token_type_ids=torch.tensor((ids == IMAGE_ID).astype(np.int64))
-                     ).logits.float().numpy()
+        return (
+            model(
+                input_ids=torch.tensor(ids),
+                pixel_values=torch.tensor(pixels),
+                image_grid_thw=torch.tensor(grid),
+                mm_token_type_ids=torch.tensor((ids == IMAGE_ID).astype(np.int64)),
+            )
+            .logits.float()
+            .numpy()
+        )
 
 
 def _pure(model_or_state):
-    state = nnx.state(model_or_state, nnx.Param) if isinstance(model_or_state, nnx.Module) \
+    state = (
+        nnx.state(model_or_state, nnx.Param)
+        if isinstance(model_or_state, nnx.Module)
         else model_or_state
+    )
     return jax.tree.map(np.asarray, nnx.to_pure_dict(state))
 
 
@@ -65,12 +79,18 @@ def tokenizer_dir(tmp_path_factory):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(["go to the red ball and pick up the key"] * 4, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
-                                   pad_token="<|endoftext|>")
-    fast.chat_template = "{% for m in messages %}<|im_start|>{{ m['content'] }}<|im_end|>{% endfor %}"
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>"
+    )
+    fast.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['content'] }}<|im_end|>{% endfor %}"
+    )
     out = tmp_path_factory.mktemp("tokenizer")
     fast.save_pretrained(out)
     return str(out)
@@ -79,7 +99,8 @@ def tokenizer_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def torch_model():
     torch = pytest.importorskip("torch")
-    from transformers import Qwen2VLConfig as HFConfig, Qwen2VLForConditionalGeneration
+    from transformers import Qwen2VLConfig as HFConfig
+    from transformers import Qwen2VLForConditionalGeneration
 
     torch.manual_seed(0)
     return Qwen2VLForConditionalGeneration(HFConfig(**HF_TINY)).eval()
@@ -108,26 +129,31 @@ def test_load_pretrained_matches_transformers_logits(torch_model, hf_dir):
 
 
 @pytest.mark.needs_torch
-def test_export_loads_in_transformers_with_identical_logits(torch_model, hf_dir, tokenizer_dir,
-                                                            tmp_path):
-    from transformers import (AutoImageProcessor, AutoTokenizer,
-                              Qwen2VLForConditionalGeneration)
+def test_export_loads_in_transformers_with_identical_logits(
+    torch_model, hf_dir, tokenizer_dir, tmp_path
+):
+    from transformers import AutoImageProcessor, AutoTokenizer, Qwen2VLForConditionalGeneration
 
     model = hf_io.load_pretrained(hf_dir)
-    out = hf_io.save_pretrained(model, tmp_path / "export", config=model.config,
-                                tokenizer_dir=tokenizer_dir)
+    out = hf_io.save_pretrained(
+        model, tmp_path / "export", config=model.config, tokenizer_dir=tokenizer_dir
+    )
     assert sorted(os.listdir(tmp_path)) == ["export"]  # no temp folder left behind
     reloaded = Qwen2VLForConditionalGeneration.from_pretrained(out).eval()
     ids, pixels, grid = _image_prompt()
-    np.testing.assert_array_equal(_torch_logits(reloaded, ids, pixels, grid),
-                                  _torch_logits(torch_model, ids, pixels, grid))
+    np.testing.assert_array_equal(
+        _torch_logits(reloaded, ids, pixels, grid), _torch_logits(torch_model, ids, pixels, grid)
+    )
 
     tok = AutoTokenizer.from_pretrained(out)
     assert tok.chat_template is not None and tok.eos_token == "<|endoftext|>"
     image_processor = AutoImageProcessor.from_pretrained(out, backend="pil")
     assert type(image_processor).__name__ == "Qwen2VLImageProcessorPil"
-    assert (image_processor.patch_size, image_processor.merge_size,
-            image_processor.temporal_patch_size) == (14, 2, 2)
+    assert (
+        image_processor.patch_size,
+        image_processor.merge_size,
+        image_processor.temporal_patch_size,
+    ) == (14, 2, 2)
     features = image_processor(images=[np.zeros((56, 56, 3), np.uint8)], return_tensors="np")
     np.testing.assert_array_equal(features["image_grid_thw"], [[1, 4, 4]])
     with open(os.path.join(out, "generation_config.json")) as f:
@@ -142,8 +168,9 @@ def test_export_resolves_to_qwen2vl_processor(jax_model, tokenizer_dir, tmp_path
 
     from transformers import AutoProcessor
 
-    out = hf_io.save_pretrained(jax_model, tmp_path / "p", config=jax_model.config,
-                                tokenizer_dir=tokenizer_dir)
+    out = hf_io.save_pretrained(
+        jax_model, tmp_path / "p", config=jax_model.config, tokenizer_dir=tokenizer_dir
+    )
     if importlib.util.find_spec("torchvision") is None:
         with pytest.raises((ImportError, ValueError), match="(?i)torchvision"):
             AutoProcessor.from_pretrained(out)
@@ -156,8 +183,13 @@ def test_sharded_export_and_import(hf_dir, torch_model, tokenizer_dir, tmp_path)
     from transformers import Qwen2VLForConditionalGeneration
 
     model = hf_io.load_pretrained(hf_dir)
-    out = hf_io.save_pretrained(model, tmp_path / "sharded", config=model.config,
-                                tokenizer_dir=tokenizer_dir, max_shard_bytes=200_000)
+    out = hf_io.save_pretrained(
+        model,
+        tmp_path / "sharded",
+        config=model.config,
+        tokenizer_dir=tokenizer_dir,
+        max_shard_bytes=200_000,
+    )
     shards = sorted(n for n in os.listdir(out) if n.endswith(".safetensors"))
     assert len(shards) > 1 and shards[0] == f"model-00001-of-{len(shards):05d}.safetensors"
     with open(os.path.join(out, hf_io.INDEX_FILE)) as f:
@@ -166,8 +198,9 @@ def test_sharded_export_and_import(hf_dir, torch_model, tokenizer_dir, tmp_path)
     _assert_bit_identical(_pure(hf_io.load_pretrained(out)), _pure(model))
     reloaded = Qwen2VLForConditionalGeneration.from_pretrained(out).eval()
     ids, pixels, grid = _image_prompt()
-    np.testing.assert_array_equal(_torch_logits(reloaded, ids, pixels, grid),
-                                  _torch_logits(torch_model, ids, pixels, grid))
+    np.testing.assert_array_equal(
+        _torch_logits(reloaded, ids, pixels, grid), _torch_logits(torch_model, ids, pixels, grid)
+    )
 
 
 @pytest.mark.needs_torch
@@ -178,9 +211,9 @@ def test_legacy_key_names_import(hf_dir, tmp_path):
     legacy = {}
     for key, value in tensors.items():
         if key.startswith("model.visual."):
-            key = "visual." + key[len("model.visual."):]
+            key = "visual." + key[len("model.visual.") :]
         elif key.startswith("model.language_model."):
-            key = "model." + key[len("model.language_model."):]
+            key = "model." + key[len("model.language_model.") :]
         legacy[key] = value
     assert any(k.startswith("visual.") for k in legacy) and "model.embed_tokens.weight" in legacy
     out = tmp_path / "legacy"
@@ -192,8 +225,12 @@ def test_legacy_key_names_import(hf_dir, tmp_path):
 
 # ------------------------------------------------------------------ round trips (no torch)
 def test_roundtrip_is_bit_identical(jax_model, tokenizer_dir, tmp_path):
-    out = hf_io.save_pretrained(nnx.state(jax_model, nnx.Param), tmp_path / "rt",
-                                config=jax_model.config, tokenizer_dir=tokenizer_dir)
+    out = hf_io.save_pretrained(
+        nnx.state(jax_model, nnx.Param),
+        tmp_path / "rt",
+        config=jax_model.config,
+        tokenizer_dir=tokenizer_dir,
+    )
     reloaded = hf_io.load_pretrained(out)
     assert reloaded.config == jax_model.config
     _assert_bit_identical(_pure(reloaded), _pure(jax_model))
@@ -202,8 +239,9 @@ def test_roundtrip_is_bit_identical(jax_model, tokenizer_dir, tmp_path):
 def test_bf16_roundtrip_and_dtype(jax_model, tokenizer_dir, tmp_path):
     config = jax_model.config.replace(param_dtype="bfloat16")
     params = jax.tree.map(lambda x: x.astype(jax.numpy.bfloat16), _pure(jax_model))
-    out = hf_io.save_pretrained(params, tmp_path / "bf16", config=config,
-                                tokenizer_dir=tokenizer_dir)
+    out = hf_io.save_pretrained(
+        params, tmp_path / "bf16", config=config, tokenizer_dir=tokenizer_dir
+    )
     with open(os.path.join(out, "config.json")) as f:
         assert json.load(f)["dtype"] == "bfloat16"
     reloaded = hf_io.load_pretrained(out, param_dtype="bfloat16")
@@ -216,8 +254,9 @@ def test_bf16_roundtrip_and_dtype(jax_model, tokenizer_dir, tmp_path):
 def test_load_onto_mesh(jax_model, tokenizer_dir, tmp_path):
     from grow_jax import sharding
 
-    out = hf_io.save_pretrained(jax_model, tmp_path / "m", config=jax_model.config,
-                                tokenizer_dir=tokenizer_dir)
+    out = hf_io.save_pretrained(
+        jax_model, tmp_path / "m", config=jax_model.config, tokenizer_dir=tokenizer_dir
+    )
     mesh = sharding.make_mesh(data=2, fsdp=2, tensor=2)
     model = hf_io.load_pretrained(out, mesh=mesh)
     kernel = model.layers[0].mlp.up_proj.kernel.get_value()
@@ -233,8 +272,9 @@ def test_refuses_to_overwrite(jax_model, tokenizer_dir, tmp_path):
     with pytest.raises(FileExistsError, match="not empty"):
         hf_io.save_pretrained(jax_model, out, config=jax_model.config, tokenizer_dir=tokenizer_dir)
     assert os.listdir(out) == ["keep.txt"]
-    hf_io.save_pretrained(jax_model, out, config=jax_model.config, tokenizer_dir=tokenizer_dir,
-                          overwrite=True)
+    hf_io.save_pretrained(
+        jax_model, out, config=jax_model.config, tokenizer_dir=tokenizer_dir, overwrite=True
+    )
     assert "keep.txt" not in os.listdir(out) and "model.safetensors" in os.listdir(out)
     assert sorted(os.listdir(tmp_path)) == ["busy"]
 
@@ -242,8 +282,13 @@ def test_refuses_to_overwrite(jax_model, tokenizer_dir, tmp_path):
 # ------------------------------------------------------------------ bad inputs
 @pytest.fixture()
 def exported(jax_model, tokenizer_dir, tmp_path):
-    return hf_io.save_pretrained(jax_model, tmp_path / "exp", config=jax_model.config,
-                                 tokenizer_dir=tokenizer_dir, max_shard_bytes=200_000)
+    return hf_io.save_pretrained(
+        jax_model,
+        tmp_path / "exp",
+        config=jax_model.config,
+        tokenizer_dir=tokenizer_dir,
+        max_shard_bytes=200_000,
+    )
 
 
 def test_missing_config_json(exported):
@@ -271,12 +316,14 @@ def test_unsupported_architecture(exported):
         hf_io.load_pretrained(exported)
 
 
-def test_shape_mismatch_and_unexpected_tensors_reported_together(jax_model, tokenizer_dir,
-                                                                  tmp_path):
+def test_shape_mismatch_and_unexpected_tensors_reported_together(
+    jax_model, tokenizer_dir, tmp_path
+):
     from safetensors.numpy import load_file, save_file
 
-    out = hf_io.save_pretrained(jax_model, tmp_path / "bad", config=jax_model.config,
-                                tokenizer_dir=tokenizer_dir)
+    out = hf_io.save_pretrained(
+        jax_model, tmp_path / "bad", config=jax_model.config, tokenizer_dir=tokenizer_dir
+    )
     path = os.path.join(out, "model.safetensors")
     tensors = load_file(path)
     key = "model.language_model.layers.1.mlp.up_proj.weight"

@@ -20,7 +20,8 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -36,17 +37,25 @@ ARCHITECTURE = "Qwen2VLForConditionalGeneration"
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 DEFAULT_MAX_SHARD_BYTES = 5 * 10**9
-DEFAULT_TOKENIZER_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets",
-                                     "tokenizer")
+DEFAULT_TOKENIZER_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(__file__)), "assets", "tokenizer"
+)
 # Qwen2-VL image processor defaults (preprocessor_config.json of Qwen2-VL-7B-Instruct).
 MIN_PIXELS, MAX_PIXELS = 56 * 56, 28 * 28 * 16384
 _CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 _CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 # Buffers some older torch exports carry; they are recomputed, never loaded.
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
-                    "special_tokens_map.json", "added_tokens.json", "chat_template.jinja",
-                    "chat_template.json")
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+)
 # Non-weight files of a HF folder worth keeping for a later export (tokenizer + image processor).
 ASSET_FILES = _TOKENIZER_FILES + ("preprocessor_config.json",)
 
@@ -64,7 +73,8 @@ def read_config(hf_dir: str | os.PathLike) -> Qwen2VLConfig:
     if ARCHITECTURE not in archs or model_type not in (None, "qwen2_vl"):
         raise ValueError(
             f"{path}: unsupported model (architectures={archs}, model_type={model_type!r}); "
-            f"grow_jax loads only {ARCHITECTURE} (model_type 'qwen2_vl')")
+            f"grow_jax loads only {ARCHITECTURE} (model_type 'qwen2_vl')"
+        )
     return Qwen2VLConfig.from_hf(raw)
 
 
@@ -91,12 +101,13 @@ def _weight_files(hf_dir: str) -> dict[str, str]:
             raise ValueError(f"{index}: no 'weight_map' entries")
         for name in sorted(set(weight_map.values())):
             if not os.path.isfile(os.path.join(hf_dir, name)):
-                raise FileNotFoundError(f"{index} names shard {name!r}, which is missing "
-                                        f"from {hf_dir}")
+                raise FileNotFoundError(
+                    f"{index} names shard {name!r}, which is missing from {hf_dir}"
+                )
         return {k: os.path.join(hf_dir, v) for k, v in weight_map.items()}
     if os.path.isfile(single):
         with safe_open(single, framework="numpy") as f:
-            return {k: single for k in f.keys()}
+            return {k: single for k in f.keys()}  # noqa: SIM118 - safe_open is not iterable
     raise FileNotFoundError(f"{hf_dir}: neither {SINGLE_FILE} nor {INDEX_FILE} found")
 
 
@@ -116,29 +127,35 @@ def _scan(hf_dir: str, config: Qwen2VLConfig) -> dict[str, tuple[str, str]]:
                 if key.endswith(_IGNORED_SUFFIXES):
                     continue
                 if key not in present:
-                    errors.append(f"index lists {key!r} in {os.path.basename(path)}, "
-                                  "which does not contain it")
+                    errors.append(
+                        f"index lists {key!r} in {os.path.basename(path)}, "
+                        "which does not contain it"
+                    )
                     continue
                 canon = qparams.canonical_hf_key(key)
                 if canon == "lm_head.weight" and config.text.tie_word_embeddings:
                     continue  # duplicate of the tied embedding
                 if canon in found:
-                    errors.append(f"tensor {canon!r} given twice (as {found[canon][1]!r} and "
-                                  f"{key!r})")
+                    errors.append(
+                        f"tensor {canon!r} given twice (as {found[canon][1]!r} and {key!r})"
+                    )
                     continue
                 if canon not in expected:
                     errors.append(f"unexpected tensor {key!r}")
                     continue
                 shape = tuple(f.get_slice(key).get_shape())
                 if shape != expected[canon]:
-                    errors.append(f"tensor {key!r} has shape {shape}, config.json implies "
-                                  f"{expected[canon]}")
+                    errors.append(
+                        f"tensor {key!r} has shape {shape}, config.json implies {expected[canon]}"
+                    )
                 found[canon] = (path, key)
-    errors += [f"missing tensor {k!r} (shape {expected[k]})"
-               for k in sorted(set(expected) - set(found))]
+    errors += [
+        f"missing tensor {k!r} (shape {expected[k]})" for k in sorted(set(expected) - set(found))
+    ]
     if errors:
-        raise ValueError(f"{hf_dir}: {len(errors)} problem(s) with the weights:\n  "
-                         + "\n  ".join(errors))
+        raise ValueError(
+            f"{hf_dir}: {len(errors)} problem(s) with the weights:\n  " + "\n  ".join(errors)
+        )
     return found
 
 
@@ -161,13 +178,20 @@ def _param_shardings(abstract_params: nnx.State, mesh, rules) -> dict[tuple, Any
     from grow_jax import sharding as gsharding
 
     shardings = gsharding.state_shardings(abstract_params, mesh, rules)
-    return {path: s.get_value() if isinstance(s, nnx.Variable) else s
-            for path, s in nnx.to_flat_state(shardings)}
+    return {
+        path: s.get_value() if isinstance(s, nnx.Variable) else s
+        for path, s in nnx.to_flat_state(shardings)
+    }
 
 
-def load_pretrained(hf_dir: str | os.PathLike, *, mesh: jax.sharding.Mesh | None = None,
-                    rules=None, dtype: str | None = None,
-                    param_dtype: str | None = None) -> Qwen2VL:
+def load_pretrained(
+    hf_dir: str | os.PathLike,
+    *,
+    mesh: jax.sharding.Mesh | None = None,
+    rules=None,
+    dtype: str | None = None,
+    param_dtype: str | None = None,
+) -> Qwen2VL:
     """A `Qwen2VL` with the weights of a local HF Qwen2-VL folder.
 
     Args:
@@ -179,8 +203,9 @@ def load_pretrained(hf_dir: str | os.PathLike, *, mesh: jax.sharding.Mesh | None
     """
     hf_dir = os.fspath(hf_dir)
     config = read_config(hf_dir)
-    config = config.replace(**{k: v for k, v in (("dtype", dtype), ("param_dtype", param_dtype))
-                               if v is not None})
+    config = config.replace(
+        **{k: v for k, v in (("dtype", dtype), ("param_dtype", param_dtype)) if v is not None}
+    )
     found = _scan(hf_dir, config)
 
     abstract = nnx.eval_shape(lambda: Qwen2VL(config, rngs=nnx.Rngs(0)))
@@ -197,12 +222,15 @@ def load_pretrained(hf_dir: str | os.PathLike, *, mesh: jax.sharding.Mesh | None
             raise KeyError(f"{hf_dir}: tensor {canon!r} maps to {path}, which Qwen2VL lacks")
         values[path] = jax.device_put(np.ascontiguousarray(host, dtype=target), shardings[path])
         del array, host
-    params = nnx.from_flat_state([(path, var.replace(values[path]))  # keeps axis metadata
-                                  for path, var in nnx.to_flat_state(abs_params)])
+    params = nnx.from_flat_state(
+        [
+            (path, var.replace(values[path]))  # keeps axis metadata
+            for path, var in nnx.to_flat_state(abs_params)
+        ]
+    )
     rest = abs_rest
     if nnx.to_flat_state(abs_rest):  # non-parameter state (buffers): initialize only those
-        rest = jax.jit(lambda: nnx.state(Qwen2VL(config, rngs=nnx.Rngs(0)),
-                                         nnx.Not(nnx.Param)))()
+        rest = jax.jit(lambda: nnx.state(Qwen2VL(config, rngs=nnx.Rngs(0)), nnx.Not(nnx.Param)))()
     return nnx.merge(graphdef, params, rest)
 
 
@@ -248,14 +276,21 @@ def _plan_shards(sizes: list[int], max_shard_bytes: int) -> list[list[int]]:
     return shards
 
 
-def _write_weights(flat: list[tuple[tuple, Any]], out: str, config: Qwen2VLConfig,
-                   max_shard_bytes: int, write: bool) -> None:
+def _write_weights(
+    flat: list[tuple[tuple, Any]],
+    out: str,
+    config: Qwen2VLConfig,
+    max_shard_bytes: int,
+    write: bool,
+) -> None:
     dtype = jax.numpy.dtype(config.param_dtype)
     sizes = [int(np.prod(np.shape(a))) * dtype.itemsize for _, a in flat]
     shards = _plan_shards(sizes, max_shard_bytes)
     weight_map: dict[str, str] = {}
     for n, members in enumerate(shards, start=1):
-        name = SINGLE_FILE if len(shards) == 1 else f"model-{n:05d}-of-{len(shards):05d}.safetensors"
+        name = (
+            SINGLE_FILE if len(shards) == 1 else f"model-{n:05d}-of-{len(shards):05d}.safetensors"
+        )
         tensors = {}
         for i in members:
             path, array = flat[i]
@@ -268,7 +303,10 @@ def _write_weights(flat: list[tuple[tuple, Any]], out: str, config: Qwen2VLConfi
             save_file(tensors, os.path.join(out, name), metadata={"format": "pt"})
         del tensors
     if write and len(shards) > 1:
-        index = {"metadata": {"total_size": sum(sizes)}, "weight_map": dict(sorted(weight_map.items()))}
+        index = {
+            "metadata": {"total_size": sum(sizes)},
+            "weight_map": dict(sorted(weight_map.items())),
+        }
         _write_json(os.path.join(out, INDEX_FILE), index)
 
 
@@ -290,7 +328,9 @@ def _copy_tokenizer(src: str, out: str) -> dict[str, Any]:
         with open(os.path.join(src, "tokenizer_config.json")) as f:
             tok_config = json.load(f)
     template = tok_config.get("chat_template")
-    if isinstance(template, str) and not {"chat_template.jinja", "chat_template.json"} & set(copied):
+    if isinstance(template, str) and not {"chat_template.jinja", "chat_template.json"} & set(
+        copied
+    ):
         with open(os.path.join(out, "chat_template.jinja"), "w") as f:
             f.write(template)
     return tok_config
@@ -352,10 +392,15 @@ def _generation_config(out: str, tok_config: Mapping[str, Any]) -> dict[str, Any
     return gen
 
 
-def save_pretrained(model_or_params: Any, out_dir: str | os.PathLike, *, config: Qwen2VLConfig,
-                    tokenizer_dir: str | os.PathLike | None = None,
-                    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
-                    overwrite: bool = False) -> str:
+def save_pretrained(
+    model_or_params: Any,
+    out_dir: str | os.PathLike,
+    *,
+    config: Qwen2VLConfig,
+    tokenizer_dir: str | os.PathLike | None = None,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    overwrite: bool = False,
+) -> str:
     """Writes a transformers-loadable Qwen2-VL folder; returns its path.
 
     Args:
@@ -370,9 +415,14 @@ def save_pretrained(model_or_params: Any, out_dir: str | os.PathLike, *, config:
     """
     out_dir = os.path.abspath(os.fspath(out_dir))
     tokenizer_dir = os.fspath(tokenizer_dir) if tokenizer_dir is not None else DEFAULT_TOKENIZER_DIR
-    if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)) \
-            and not overwrite:
-        raise FileExistsError(f"{out_dir} exists and is not empty; pass overwrite=True to replace it")
+    if (
+        os.path.exists(out_dir)
+        and (not os.path.isdir(out_dir) or os.listdir(out_dir))
+        and not overwrite
+    ):
+        raise FileExistsError(
+            f"{out_dir} exists and is not empty; pass overwrite=True to replace it"
+        )
     flat = _flat_params(model_or_params)
     write = jax.process_index() == 0
     if not write:  # other hosts only take part in the gathers
@@ -388,10 +438,13 @@ def save_pretrained(model_or_params: Any, out_dir: str | os.PathLike, *, config:
         _write_weights(flat, tmp, config, max_shard_bytes, write=True)
         _write_json(os.path.join(tmp, "config.json"), config.to_hf())
         tok_config = _copy_tokenizer(tokenizer_dir, tmp)
-        _write_json(os.path.join(tmp, "preprocessor_config.json"),
-                    _preprocessor_config(config, tokenizer_dir))
-        _write_json(os.path.join(tmp, "generation_config.json"),
-                    _generation_config(tmp, tok_config))
+        _write_json(
+            os.path.join(tmp, "preprocessor_config.json"),
+            _preprocessor_config(config, tokenizer_dir),
+        )
+        _write_json(
+            os.path.join(tmp, "generation_config.json"), _generation_config(tmp, tok_config)
+        )
         if os.path.exists(out_dir):
             old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old-", dir=parent)
             os.rename(out_dir, os.path.join(old, "x"))

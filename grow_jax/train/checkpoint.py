@@ -19,11 +19,12 @@ Conventions used across grow_jax: ``"params"`` is the pure nested dict
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any, Self
 
 import jax
-from etils import epath
 import orbax.checkpoint as ocp
+from etils import epath
 
 EXTRA_ITEM = "extra"
 
@@ -56,18 +57,25 @@ class Checkpointer:
         async_save: write in a background thread; `wait()` / `close()` block until done.
     """
 
-    def __init__(self, directory: str | os.PathLike, *, max_to_keep: int | None = 3,
-                 async_save: bool = True):
+    def __init__(
+        self, directory: str | os.PathLike, *, max_to_keep: int | None = 3, async_save: bool = True
+    ):
         directory = os.fspath(directory)
         if "://" not in directory:  # local folder; remote (gs://...) paths stay as given
             directory = os.path.abspath(directory)
         self.directory = epath.Path(directory)
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, enable_async_checkpointing=async_save, create=True)
+            max_to_keep=max_to_keep, enable_async_checkpointing=async_save, create=True
+        )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
-    def save(self, step: int, items: Mapping[str, Any], extra_json: Mapping[str, Any] | None = None,
-             force: bool = False) -> bool:
+    def save(
+        self,
+        step: int,
+        items: Mapping[str, Any],
+        extra_json: Mapping[str, Any] | None = None,
+        force: bool = False,
+    ) -> bool:
         """Saves ``items`` (name -> pytree or orbax args) and optional JSON metadata at ``step``.
 
         Returns whether a save was started (orbax skips steps its policy does not want unless
@@ -95,7 +103,8 @@ class Checkpointer:
                 raise FileNotFoundError(f"no checkpoint found in {self.directory}")
         elif step not in self._manager.all_steps():
             raise FileNotFoundError(
-                f"no checkpoint for step {step} in {self.directory} (steps: {self.all_steps()})")
+                f"no checkpoint for step {step} in {self.directory} (steps: {self.all_steps()})"
+            )
         return step
 
     def restore(self, abstract_items: Mapping[str, Any], step: int | None = None) -> dict[str, Any]:
@@ -119,7 +128,8 @@ class Checkpointer:
         if not self._has_extra(step):
             return None
         return self._manager.restore(
-            step, args=ocp.args.Composite(**{EXTRA_ITEM: ocp.args.JsonRestore()}))[EXTRA_ITEM]
+            step, args=ocp.args.Composite(**{EXTRA_ITEM: ocp.args.JsonRestore()})
+        )[EXTRA_ITEM]
 
     def _has_extra(self, step: int) -> bool:
         return (self.directory / str(step) / EXTRA_ITEM).is_dir()
@@ -133,8 +143,8 @@ class Checkpointer:
         self._manager.wait_until_finished()
         self._manager.close()
 
-    def __enter__(self) -> "Checkpointer":
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
