@@ -13,8 +13,17 @@ import json
 import os
 import random
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers
-from tokenizers import pre_tokenizers, processors, trainers
+from tokenizers import (
+    AddedToken,
+    Regex,
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
 from transformers import PreTrainedTokenizerFast
 
 from grow_jax.agent import tokenizer as T
@@ -60,7 +69,7 @@ moon island foot system busy test record boat common gold possible plane stead d
 laugh thousand ago ran check game shape equate miss brought heat snow tire bring yes distant
 fill east paint language among agent action task goal reward success episode step observe
 image frame instruction mission assistant user system helpful what should next the agent
-""".split()
+""".split()  # noqa: SIM905  (a word list reads best as text)
 
 
 def babyai_missions(rng: random.Random) -> list[str]:
@@ -151,7 +160,9 @@ def _inline_chat_template(out_dir: str) -> None:
     with open(cfg_path) as f:
         cfg = json.load(f)
     cfg["chat_template"] = T.CHAT_TEMPLATE
-    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"  # generic class: loads in transformers 4 and 5
+    cfg["tokenizer_class"] = (
+        "PreTrainedTokenizerFast"  # generic class: loads in transformers 4 and 5
+    )
     with open(cfg_path, "w") as f:
         json.dump(cfg, f, indent=2, sort_keys=True)
         f.write("\n")

@@ -12,7 +12,7 @@ from grow_jax.envs.base import Env, Obs, Task, make_obs
 
 SUITES = ("babyai", "crafter", "minecraft")
 
-__all__ = ["Env", "Obs", "Task", "make_obs", "SUITES", "suite_module", "make_env", "make_tasks"]
+__all__ = ["SUITES", "Env", "Obs", "Task", "make_env", "make_obs", "make_tasks", "suite_module"]
 
 
 def suite_module(suite: str):

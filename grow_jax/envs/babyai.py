@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import gymnasium as gym
 import minigrid  # noqa: F401  (importing registers the BabyAI-* levels)
@@ -30,7 +30,7 @@ def level_ids() -> list[str]:
     return [k for k in gym.registry if k.startswith("BabyAI-")]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def level_family(level: str) -> str:
     """Level group (GoTo, Open, Pickup, PutNext, Unlock, Other, Synth) from the level's module."""
     if level not in gym.registry:
@@ -100,9 +100,13 @@ class BabyAIEnv:
         obs, reward, terminated, truncated, info = self._env.step(action)
         self._last_action = action
         info = {"success": bool(terminated and reward > 0)}
-        return make_obs(obs["image"], self._mission), float(reward), bool(terminated), bool(
-            truncated
-        ), info
+        return (
+            make_obs(obs["image"], self._mission),
+            float(reward),
+            bool(terminated),
+            bool(truncated),
+            info,
+        )
 
     def expert_action(self) -> int:
         """Action of minigrid's BabyAIBot for the current state (told about off-plan actions)."""

@@ -8,7 +8,8 @@ or int arrays (Minecraft: JARVIS-VLA group values, one row per low-level action)
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Protocol, runtime_checkable
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import collections
 import csv
 import importlib.resources
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -73,7 +74,9 @@ def read_task_table(path: str | None = None) -> list[dict[str, str]]:
     rows = list(csv.reader(lines, delimiter="\t"))
     header, body = rows[0], rows[1:]
     if tuple(header) != TSV_FIELDS:
-        raise ValueError(f"{path or 'minecraft_tasks.tsv'}: header {header} != expected {TSV_FIELDS}")
+        raise ValueError(
+            f"{path or 'minecraft_tasks.tsv'}: header {header} != expected {TSV_FIELDS}"
+        )
     out = []
     for lineno, row in enumerate(body, start=2):
         if len(row) != len(TSV_FIELDS):
@@ -110,7 +113,9 @@ def make_tasks(
             "tools": tuple(t for t in row["tools"].split("|") if t),
             "needs": row["needs"],
             "init_inventory": tuple(i for i in row["init_inventory"].split(";") if i),
-            "position": tuple(float(v) for v in row["position"].split(",")) if row["position"] else (),
+            "position": tuple(float(v) for v in row["position"].split(","))
+            if row["position"]
+            else (),
             "label": row["label"],
         }
         tasks.append(
@@ -152,7 +157,7 @@ def noop_groups() -> np.ndarray:
 def minerl_to_groups(action: Mapping[str, Any]) -> np.ndarray:
     """MineRL dict action -> the 12 group values (lowest hotbar key wins)."""
     g = noop_groups()
-    pressed = lambda k: bool(np.asarray(action.get(k, 0)).item())  # noqa: E731
+    pressed = lambda k: bool(np.asarray(action.get(k, 0)).item())
     g[0] = next((k for k in range(1, 10) if pressed(f"hotbar.{k}")), 0)
     for i, (a, b) in enumerate(_PAIRS, start=1):
         g[i] = 1 if pressed(a) and not pressed(b) else 2 if pressed(b) and not pressed(a) else 0
@@ -281,7 +286,9 @@ class MineRLEnv:
     def step(self, action):
         rows = np.asarray(action, np.int64).reshape(-1, len(BASES))
         if rows.shape[0] > self.chunk:
-            raise ValueError(f"at most {self.chunk} low-level actions per decision, got {rows.shape[0]}")
+            raise ValueError(
+                f"at most {self.chunk} low-level actions per decision, got {rows.shape[0]}"
+            )
         total, done, success, obs = 0.0, False, False, None
         for row in rows:
             obs, reward, done, info = self._backend.step(groups_to_minerl(row))
@@ -292,9 +299,13 @@ class MineRLEnv:
         self._steps += 1
         terminated = bool(done or success)
         truncated = bool(not terminated and self._steps >= self._max_steps)
-        return make_obs(obs["pov"], self.task.instruction), total, terminated, truncated, {
-            "success": success
-        }
+        return (
+            make_obs(obs["pov"], self.task.instruction),
+            total,
+            terminated,
+            truncated,
+            {"success": success},
+        )
 
     def close(self):
         self._backend.close()

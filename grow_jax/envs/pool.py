@@ -11,8 +11,9 @@ from __future__ import annotations
 import multiprocessing as mp
 import time
 import traceback
+from collections.abc import Mapping, Sequence
 from multiprocessing.connection import wait
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +46,7 @@ def _worker_main(conn, tasks: dict[int, Task], env_kwargs: Mapping[str, Any]) ->
             env.close()
     except (EOFError, KeyboardInterrupt):
         pass
-    except BaseException:  # report everything to the parent, which raises it
+    except BaseException:  # noqa: BLE001  (reported to the parent, which raises it)
         try:
             conn.send(("error", (current, traceback.format_exc())))
         except (BrokenPipeError, OSError):

@@ -16,7 +16,9 @@ IM_END = special_token_ids(TOK).im_end
 CODECS = {s: make_codec(s, TOK) for s in ("babyai", "crafter", "minecraft")}
 
 
-@pytest.mark.parametrize("suite,names", [("babyai", babyai.ACTION_NAMES), ("crafter", crafter.ACTION_NAMES)])
+@pytest.mark.parametrize(
+    "suite,names", [("babyai", babyai.ACTION_NAMES), ("crafter", crafter.ACTION_NAMES)]
+)
 def test_text_codecs_round_trip(suite, names):
     codec = CODECS[suite]
     assert codec.num_tokens == 2

@@ -29,7 +29,9 @@ def test_full_mode_equals_chat_template(n):
     assert ids == _template_ids([_user(instr)], n, add_default_system=False)
     cfg = PromptConfig(system="You play BabyAI.")
     ids = build_prompt_ids(TOK, instr, n, config=cfg)
-    assert ids == _template_ids([{"role": "system", "content": "You play BabyAI."}, _user(instr)], n)
+    assert ids == _template_ids(
+        [{"role": "system", "content": "You play BabyAI."}, _user(instr)], n
+    )
 
 
 def test_history_turns_equal_chat_template():

@@ -37,7 +37,12 @@ def test_special_token_ids():
 
 def test_chat_template_renders_like_qwen2_vl():
     tok = T.load_tokenizer()
-    msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "go to the red ball"}]}]
+    msgs = [
+        {
+            "role": "user",
+            "content": [{"type": "image"}, {"type": "text", "text": "go to the red ball"}],
+        }
+    ]
     text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     assert text == (
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
@@ -50,7 +55,9 @@ def test_action_words_single_tokens_and_missions_round_trip():
     tok = T.load_tokenizer()
     for w in T.TEXT_ACTION_WORDS:
         assert len(tok.encode(w, add_special_tokens=False)) == 1, w
-    for task in babyai.make_tasks(levels=["BabyAI-PutNextLocal-v0", "BabyAI-Synth-v0"], seeds=range(5)):
+    for task in babyai.make_tasks(
+        levels=["BabyAI-PutNextLocal-v0", "BabyAI-Synth-v0"], seeds=range(5)
+    ):
         ids = tok.encode(task.instruction, add_special_tokens=False)
         assert tok.decode(ids) == task.instruction
         assert len(ids) < 3 * len(task.instruction.split())

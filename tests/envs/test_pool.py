@@ -22,7 +22,7 @@ def _rollout(pool, steps=4):
     obs = pool.reset()
     frames = [[o["image"] for o in obs]]
     for t in range(steps):
-        obs, rew, term, trunc, infos = pool.step([t % 3] * pool.num_envs)
+        obs, rew, term, _trunc, infos = pool.step([t % 3] * pool.num_envs)
         frames.append([o["image"] for o in obs])
         assert rew.shape == (pool.num_envs,) and term.dtype == bool
         assert all(isinstance(i["success"], bool) for i in infos)
@@ -71,7 +71,9 @@ def test_dead_worker_is_reported_quickly(tasks):
 def test_worker_exception_names_env_and_task(tasks):
     with EnvPool(tasks, mode="async", num_workers=2, timeout_s=60) as pool:
         pool.reset()
-        with pytest.raises(EnvWorkerError, match=r"(?s)env 2 \(task 'crafter:collect_wood'\).*Crafter"):
+        with pytest.raises(
+            EnvWorkerError, match=r"(?s)env 2 \(task 'crafter:collect_wood'\).*Crafter"
+        ):
             pool.step([0, 0, 99])
 
 

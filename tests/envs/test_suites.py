@@ -28,7 +28,7 @@ def test_babyai_obs_copy_and_expert_solves(tile_size, hw):
     assert obs["instruction"] == task.instruction
     first = obs["image"].copy()
     for _ in range(64):
-        obs2, reward, term, trunc, info = env.step(babyai.expert_action(env))
+        _obs2, reward, term, trunc, info = env.step(babyai.expert_action(env))
         if term or trunc:
             break
     assert term and info["success"] and reward > 0
@@ -134,10 +134,10 @@ def test_minecraft_fake_env_adapter():
     attack[6] = 1
     turn = noop.copy()
     turn[8], turn[11] = 1, 15
-    o1, r, term, trunc, info = env.step(np.stack([turn] * 4))
+    o1, _, term, _, info = env.step(np.stack([turn] * 4))
     assert not term and not info["success"] and not np.array_equal(o1["image"], obs["image"])
-    o2, r, term, trunc, info = env.step(np.stack([attack] * 4))
-    o3, r, term, trunc, info = env.step(np.stack([attack] * 4))
+    env.step(np.stack([attack] * 4))
+    _, r, term, _, info = env.step(np.stack([attack] * 4))
     assert term and info["success"] and r == 1.0
     again = make_env(task, fake=True)
     again.reset()
