@@ -338,3 +338,56 @@ def test_shape_mismatch_and_unexpected_tensors_reported_together(
     assert key in msg and "(128, 10)" in msg and "(128, 64)" in msg
     assert "missing tensor 'model.visual.merger.ln_q.bias'" in msg
     assert "unexpected tensor 'model.extra_head.weight'" in msg
+
+
+@pytest.mark.needs_torch
+def test_default_tokenizer_export_end_to_end_with_transformers_preprocessing(tmp_path):
+    """Bundled tokenizer + written preprocessor config: transformers' own chat template and
+    PIL image processor feed both models the same inputs, and the logits agree."""
+    from transformers import (
+        AutoImageProcessor,
+        AutoTokenizer,
+        Qwen2VLForConditionalGeneration,
+    )
+
+    from grow_jax.agent.tokenizer import load_tokenizer, special_token_ids
+
+    ids = special_token_ids(load_tokenizer())
+    config = Qwen2VLConfig.tiny(
+        vocab_size=1600,
+        image_token_id=ids.image_pad,
+        video_token_id=ids.video_pad,
+        vision_start_token_id=ids.vision_start,
+        vision_end_token_id=ids.vision_end,
+    )
+    model = Qwen2VL(config, rngs=nnx.Rngs(2))
+    out = hf_io.save_pretrained(model, tmp_path / "default_tok", config=config)
+    assert "chat_template.jinja" in os.listdir(out)
+
+    tok = AutoTokenizer.from_pretrained(out)
+    image_processor = AutoImageProcessor.from_pretrained(out, backend="pil")
+    image = np.random.default_rng(0).integers(0, 255, (56, 84, 3), dtype=np.uint8)
+    features = image_processor(images=[image], return_tensors="np")
+    grid = features["image_grid_thw"]
+    n_tokens = int(grid.prod() // config.vision.spatial_merge_size**2)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "go"}]}]
+    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    text = text.replace("<|image_pad|>", "<|image_pad|>" * n_tokens)
+    input_ids = np.array([tok(text)["input_ids"]], np.int64)
+    assert int((input_ids == config.image_token_id).sum()) == n_tokens
+
+    import torch
+
+    reference = Qwen2VLForConditionalGeneration.from_pretrained(out).eval()
+    with torch.no_grad():
+        ref = reference(
+            input_ids=torch.tensor(input_ids),
+            pixel_values=torch.tensor(features["pixel_values"]),
+            image_grid_thw=torch.tensor(grid),
+            mm_token_type_ids=torch.tensor((input_ids == config.image_token_id).astype(np.int64)),
+        ).logits.numpy()
+    ours = np.asarray(model(input_ids, features["pixel_values"], grid))
+    np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=0)
+    with open(os.path.join(out, "generation_config.json")) as f:
+        generation = json.load(f)
+    assert generation["eos_token_id"] == ids.im_end and generation["pad_token_id"] == ids.pad

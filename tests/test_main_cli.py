@@ -37,6 +37,7 @@ def _one_line_error(proc) -> str:
 
 
 # ------------------------------------------------------------------ import_hf -> export_hf
+@pytest.mark.slow  # three subprocesses importing jax + transformers: ~20 s on 2 busy cores
 @pytest.mark.needs_torch
 def test_import_then_export_roundtrip_through_transformers(tmp_path):
     torch = pytest.importorskip("torch")
