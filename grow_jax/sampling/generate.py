@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from grow_jax.algo import losses
 from grow_jax.data.samples import ImageSlots, pack_images
 from grow_jax.models.qwen2_vl import inputs as qinputs
 from grow_jax.models.qwen2_vl.modeling import init_cache
@@ -35,6 +36,7 @@ class SamplingParams:
     top_k: int = 0  # 0 = off
     top_p: float = 1.0  # 1 = off
     stop_token_ids: tuple[int, ...] = ()
+    suppress_token_ids: tuple[int, ...] = ()  # never sampled (vision placeholders)
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -49,7 +51,7 @@ class SamplingParams:
 
 def _choose(logits: jax.Array, rng: jax.Array, sp: SamplingParams):
     """Picks one token per row; returns (token, its log-probability)."""
-    logits = logits.astype(jnp.float32)
+    logits = losses.suppress_tokens(logits.astype(jnp.float32), sp.suppress_token_ids)
     if sp.temperature == 0:
         tok = jnp.argmax(logits, axis=-1)
         return tok, jnp.take_along_axis(jax.nn.log_softmax(logits), tok[:, None], 1)[:, 0]
@@ -122,6 +124,13 @@ def _generate(params, rest, rng, batch, *, graphdef, config, sp: SamplingParams)
     return tokens, logps, lengths
 
 
+@functools.lru_cache(maxsize=64)
+def _jitted_generate(graphdef, config, sp: SamplingParams):
+    """One jitted program per (graph, config, settings), shared by every Sampler built for
+    them (the trainer builds samplers repeatedly; each would otherwise recompile)."""
+    return jax.jit(functools.partial(_generate, graphdef=graphdef, config=config, sp=sp))
+
+
 def _bucket(n: int, multiple: int) -> int:
     return max(multiple, -(-n // multiple) * multiple)
 
@@ -136,8 +145,12 @@ class Sampler:
         self.sp, self.mesh, self.pad_id = sp, mesh, pad_id
         self.prompt_bucket, self.batch_bucket, self.patch_bucket = (
             prompt_bucket, batch_bucket, patch_bucket)
-        self._fn = jax.jit(functools.partial(_generate, graphdef=self.graphdef,
-                                             config=self.config, sp=sp))
+        self._fn = _jitted_generate(self.graphdef, self.config, sp)
+        self._shapes: set = set()
+
+    def compiled_shapes(self) -> int:
+        """How many distinct bucketed batch shapes (= compilations) this sampler has run."""
+        return len(self._shapes)
 
     def prepare(self, prompts: Sequence[np.ndarray], images=None) -> tuple[dict, int]:
         """Left-pads prompts and concatenates image patches into one bucketed batch."""
@@ -152,12 +165,23 @@ class Sampler:
             ids[i, tp - len(p):] = p
             mask[i, tp - len(p):] = 1
         mask[n:, -1] = 1  # padding rows hold one (pad) token so their softmax stays finite
-        pix = [im[0] for im in (images or []) if im is not None]
-        grids = [np.asarray(im[1], np.int32) for im in (images or []) if im is not None]
+        images = [None] * n if images is None else list(images)
+        if len(images) != n:
+            raise ValueError(f"images has {len(images)} entries for {n} prompts")
+        merge = self.config.vision.spatial_merge_size
+        for i, (p, im) in enumerate(zip(prompts, images)):
+            want = 0 if im is None else int(qinputs.num_image_tokens(im[1], merge).sum())
+            got = int(np.sum(np.asarray(p) == self.config.image_token_id))
+            if got != want:
+                raise ValueError(
+                    f"prompt {i} has {got} image tokens (id {self.config.image_token_id}) but "
+                    f"its images give {want} merged patches (image_grid_thw / merge^2)")
+        pix = [im[0] for im in images if im is not None]
+        grids = [np.asarray(im[1], np.int32) for im in images if im is not None]
         grid = np.concatenate(grids) if grids else np.zeros((0, 3), np.int32)
         pos, _ = qinputs.get_rope_index(ids, grid if len(grid) else None, mask, self.config)
-        slots = ImageSlots.fit([grid], count_multiple=self.batch_bucket,
-                               patch_multiple=self.patch_bucket)
+        slots = ImageSlots.fit(grid, len(grid), int(grid.prod(-1).sum()),
+                               count_multiple=self.batch_bucket, patch_multiple=self.patch_bucket)
         pixel_values, vpos, seg = pack_images(pix, grid, slots, self.config)
         batch = dict(input_ids=ids, attention_mask=mask, position_ids=np.asarray(pos, np.int32),
                      pixel_values=pixel_values, vision_pos_ids=vpos, vision_segment_ids=seg,
@@ -167,9 +191,13 @@ class Sampler:
     def sample(self, params, prompts, images=None, *, rng) -> tuple[list, list]:
         """New tokens and their log-probabilities per prompt (cut after a stop token)."""
         batch, n = self.prepare(prompts, images)
-        if self.mesh is not None:
-            batch = _shard_batch(batch, self.mesh)
-        tokens, logps, lengths = jax.device_get(self._fn(params, self.rest, rng, batch))
+        self._shapes.add(tuple((k, v.shape) for k, v in sorted(batch.items())))
+        if self.mesh is None:
+            out = self._fn(params, self.rest, rng, batch)
+        else:
+            with jax.set_mesh(self.mesh):
+                out = self._fn(params, self.rest, rng, _shard_batch(batch, self.mesh))
+        tokens, logps, lengths = jax.device_get(out)
         return ([tokens[i, :lengths[i]] for i in range(n)],
                 [logps[i, :lengths[i]] for i in range(n)])
 
@@ -198,8 +226,6 @@ def generate(model, prompts: Sequence[Sequence[int]], images=None, max_new_token
     transformers' layout. Returns (tokens, logprobs): lists with one int32 / float32 array
     per prompt, holding the new tokens up to and including the first stop token.
     """
-    if images is not None and len(images) != len(prompts):
-        raise ValueError(f"images has {len(images)} entries for {len(prompts)} prompts")
     sp = SamplingParams(max_new_tokens, temperature, top_k, top_p, tuple(stop_token_ids))
     sampler = Sampler(model, sp)
     params = nnx.state(model, nnx.Param)

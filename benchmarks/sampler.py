@@ -1,0 +1,265 @@
+"""Sampler throughput: grow_jax `Sampler` vs transformers `generate` (PyTorch CPU), side by side.
+
+Same random weights on both sides (torch model -> grow_jax params table), the same batch
+of image prompts (left-padded, different lengths), greedy, exactly `--new_tokens` new
+tokens (no stop token). For each side it times end-to-end calls (prefill + decode) and
+prefill-only calls (1 new token); decode tokens/s = B * (N - 1) / (t_N - t_1).
+JAX compile time is measured once and reported separately.
+
+    python benchmarks/sampler.py                 # tiny + ~100M, writes results + docs
+    python benchmarks/sampler.py --sizes=tiny --repeats=3
+
+Writes benchmarks/results/sampler.json and regenerates the "Sampler" section of
+docs/performance.md from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "sampler.json"
+DOC = ROOT / "docs" / "performance.md"
+SECTION = "## Sampler"
+
+# name -> Qwen2VLConfig.tiny overrides
+SIZES = {
+    "tiny": {},
+    "100m": dict(
+        vocab_size=32000, hidden_size=640, intermediate_size=1728, num_hidden_layers=10,
+        num_attention_heads=10, num_key_value_heads=2, max_position_embeddings=4096,
+        vision_depth=4, embed_dim=384, vision_num_heads=6, vision_mlp_ratio=4,
+        image_token_id=31990, video_token_id=31991, vision_start_token_id=31992,
+        vision_end_token_id=31993,
+    ),
+}
+
+
+def build(size: str, seed: int = 0):
+    """(config, torch model, grow_jax model) with identical weights."""
+    import torch
+    import transformers
+    from flax import nnx
+
+    from grow_jax.models.qwen2_vl import params as qparams
+    from grow_jax.models.qwen2_vl.config import Qwen2VLConfig
+    from grow_jax.models.qwen2_vl.modeling import Qwen2VL
+
+    config = Qwen2VLConfig.tiny(**SIZES[size])
+    torch.manual_seed(seed)
+    hf_cfg = transformers.Qwen2VLConfig.from_dict(config.to_hf())
+    tmodel = transformers.Qwen2VLForConditionalGeneration(hf_cfg).eval().float()
+    tensors = {k: v.detach().numpy() for k, v in tmodel.state_dict().items()}
+    model = Qwen2VL(config, rngs=nnx.Rngs(0))
+    state = nnx.state(model, nnx.Param)
+    nnx.replace_by_pure_dict(state, qparams.state_from_hf(tensors, config))
+    nnx.update(model, state)
+    return config, tmodel, model
+
+
+def make_batch(config, batch: int, image_hw: int, seed: int = 0):
+    """Token prompts (text, <vs> image tokens <ve>, text; different lengths) and one image each."""
+    from grow_jax.models.qwen2_vl import inputs as qinputs
+
+    rng = np.random.default_rng(seed)
+    merge, ps = config.vision.spatial_merge_size, config.vision.patch_size
+    n_img = (image_hw // ps) ** 2 // merge**2
+    vocab_hi = min(config.text.vocab_size, config.image_token_id) - 1
+    prompts, images = [], []
+    for _ in range(batch):
+        head = rng.integers(1, vocab_hi, int(rng.integers(8, 24))).tolist()
+        tail = rng.integers(1, vocab_hi, int(rng.integers(4, 12))).tolist()
+        ids = head + [config.vision_start_token_id] + [config.image_token_id] * n_img
+        prompts.append(np.asarray(ids + [config.vision_end_token_id] + tail, np.int32))
+        img = rng.integers(0, 256, (image_hw, image_hw, 3), dtype=np.uint8)
+        images.append(qinputs.images_to_patches([img], config))
+    return prompts, images
+
+
+class JaxSide:
+    def __init__(self, model, batch_images, new_tokens: int):
+        import jax
+        from flax import nnx
+
+        from grow_jax.sampling.generate import Sampler, SamplingParams
+
+        self.jax = jax
+        self.params = nnx.state(model, nnx.Param)
+        self.prompts, self.images = batch_images
+        self.samplers = {
+            n: Sampler(model, SamplingParams(max_new_tokens=n, temperature=0.0))
+            for n in (1, new_tokens)
+        }
+
+    def run(self, n: int):
+        toks, _ = self.samplers[n].sample(self.params, self.prompts, self.images,
+                                          rng=self.jax.random.key(0))
+        return np.stack(toks)
+
+
+class TorchSide:
+    def __init__(self, tmodel, config, batch_images):
+        import torch
+
+        self.torch, self.tmodel = torch, tmodel
+        prompts, images = batch_images
+        t = max(len(p) for p in prompts)
+        ids = np.zeros((len(prompts), t), np.int64)
+        mask = np.zeros((len(prompts), t), np.int64)
+        for i, p in enumerate(prompts):
+            ids[i, t - len(p):] = p
+            mask[i, t - len(p):] = 1
+        self.inputs = dict(
+            input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+            pixel_values=torch.tensor(np.concatenate([im[0] for im in images])),
+            image_grid_thw=torch.tensor(np.concatenate([im[1] for im in images])),
+            mm_token_type_ids=torch.tensor((ids == config.image_token_id).astype(np.int64)),
+        )
+        tmodel.generation_config.eos_token_id = None
+        tmodel.generation_config.pad_token_id = 0
+
+    def run(self, n: int):
+        with self.torch.no_grad():
+            out = self.tmodel.generate(**self.inputs, max_new_tokens=n, min_new_tokens=n,
+                                       do_sample=False)
+        return out[:, self.inputs["input_ids"].shape[1]:].numpy()
+
+
+def _timed(fn, *a):
+    t0 = time.perf_counter()
+    out = fn(*a)
+    return time.perf_counter() - t0, out
+
+
+def bench_size(size: str, args) -> dict:
+    config, tmodel, model = build(size)
+    n_params = sum(p.numel() for p in tmodel.parameters())
+    data = make_batch(config, args.batch, args.image_hw)
+    jx, th = JaxSide(model, data, args.new_tokens), TorchSide(tmodel, config, data)
+    n = args.new_tokens
+    compile_s = {}
+    for k in (1, n):  # first call per shape = compile + one run
+        compile_s[k], _ = _timed(jx.run, k)
+    th.run(1), th.run(n)  # torch warm-up
+    times = {("jax", k): [] for k in (1, n)} | {("torch", k): [] for k in (1, n)}
+    jt = tt = None
+    for _ in range(args.repeats):  # interleaved, so machine load hits both sides alike
+        for k in (1, n):
+            dt, out = _timed(jx.run, k)
+            times["jax", k].append(dt)
+            jt = out if k == n else jt
+            dt, out = _timed(th.run, k)
+            times["torch", k].append(dt)
+            tt = out if k == n else tt
+    res = {"params_M": round(n_params / 1e6, 2), "prompt_tokens": [int(min(map(len, data[0]))),
+                                                                   int(max(map(len, data[0])))],
+           "greedy_tokens_equal_frac": float((jt == tt).mean())}
+    b = args.batch
+    for side in ("jax", "torch"):
+        t1, tn = statistics.median(times[side, 1]), statistics.median(times[side, n])
+        res[side] = {
+            "prefill_s": round(t1, 4), "total_s": round(tn, 4),
+            "e2e_tokens_per_s": round(b * n / tn, 1),
+            "decode_tokens_per_s": round(b * (n - 1) / max(tn - t1, 1e-9), 1),
+            "runs_total_s": [round(x, 4) for x in times[side, n]],
+        }
+    res["jax"]["compile_plus_first_run_s"] = {str(k): round(v, 2) for k, v in compile_s.items()}
+    for key in ("e2e_tokens_per_s", "decode_tokens_per_s"):
+        res["ratio_" + key] = round(res["jax"][key] / res["torch"][key], 2)
+    return res
+
+
+def render(results: dict) -> str:
+    s = results["settings"]
+    lines = [
+        SECTION, "",
+        "Generated by `benchmarks/sampler.py` from `benchmarks/results/sampler.json`; do not edit "
+        "by hand.", "",
+        f"grow_jax `Sampler` vs transformers {s['transformers']} `generate` (torch {s['torch']}, "
+        f"{s['torch_threads']} threads), jax {s['jax']}, on {s['machine']}. Batch of "
+        f"{s['batch']} image prompts ({s['image_hw']}x{s['image_hw']} images, left-padded), "
+        f"greedy, exactly {s['new_tokens']} new tokens, same weights; medians of "
+        f"{s['repeats']} interleaved runs. Decode tokens/s = B*(N-1) / (t_N - t_1).", "",
+        "| model | params | side | prefill s | total s | e2e tok/s | decode tok/s | compile s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for size, r in results["sizes"].items():
+        for side in ("jax", "torch"):
+            x = r[side]
+            comp = (" / ".join(f"{v}" for v in x["compile_plus_first_run_s"].values())
+                    if side == "jax" else "-")
+            lines.append(f"| {size} | {r['params_M']}M | {side} | {x['prefill_s']} | "
+                         f"{x['total_s']} | {x['e2e_tokens_per_s']} | "
+                         f"{x['decode_tokens_per_s']} | {comp} |")
+    lines += ["", "| model | e2e speed-up (jax / torch) | decode speed-up | greedy tokens equal |",
+              "|---|---|---|---|"]
+    for size, r in results["sizes"].items():
+        lines.append(f"| {size} | {r['ratio_e2e_tokens_per_s']}x | "
+                     f"{r['ratio_decode_tokens_per_s']}x | {r['greedy_tokens_equal_frac']:.3f} |")
+    lines += ["", "Compile s: first call incl. compilation, for the 1-token and the N-token "
+              "shapes. Greedy tokens can differ where random weights give near-tied logits "
+              "(float32 op-order differences).", ""]
+    return "\n".join(lines)
+
+
+def write_doc(section: str) -> None:
+    """Replaces only the Sampler section of docs/performance.md (created if missing)."""
+    text = DOC.read_text() if DOC.exists() else "# Performance\n"
+    lines = text.splitlines()
+    start = next((i for i, ln in enumerate(lines) if ln.strip() == SECTION), None)
+    if start is None:
+        new = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")),
+                   len(lines))
+        tail = "\n".join(lines[end:])
+        new = "\n".join(lines[:start]) + "\n" + section + ("\n" + tail if tail else "")
+    DOC.write_text(new.rstrip("\n") + "\n")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sizes", default="tiny,100m")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--new_tokens", type=int, default=32)
+    p.add_argument("--image_hw", type=int, default=112)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no_write", action="store_true", help="print only")
+    args = p.parse_args(argv)
+
+    import jax
+    import torch
+    import transformers
+
+    torch.set_num_threads(args.threads)
+    results = {"settings": {
+        "batch": args.batch, "new_tokens": args.new_tokens, "image_hw": args.image_hw,
+        "repeats": args.repeats, "torch_threads": args.threads, "jax": jax.__version__,
+        "torch": torch.__version__, "transformers": transformers.__version__,
+        "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
+        "load_avg_start": round(os.getloadavg()[0], 2),
+    }, "sizes": {}}
+    for size in args.sizes.split(","):
+        print(f"== {size}", file=sys.stderr, flush=True)
+        results["sizes"][size] = bench_size(size, args)
+        print(json.dumps(results["sizes"][size], indent=1), file=sys.stderr, flush=True)
+    results["settings"]["load_avg_end"] = round(os.getloadavg()[0], 2)
+    print(render(results))
+    if not args.no_write:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+        write_doc(render(results))
+
+
+if __name__ == "__main__":
+    main()
