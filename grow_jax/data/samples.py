@@ -102,7 +102,7 @@ def conversation_sample(traj: Trajectory, advantages: np.ndarray, model_config,
             raise ValueError(
                 "conversation samples need prompts that carry the full history "
                 f"(agent.history=-1); step {t + 1} of task {traj.task_id!r} does not extend "
-                "step {t}'s prompt and action")
+                f"step {t}'s prompt and action")
     last = steps[-1]
     ids = np.concatenate([last.prompt_ids, last.action_ids])
     tpos, lps, advs = [], [], []
@@ -136,18 +136,17 @@ class ImageSlots:
     patches: int  # patch slots (flat layout)
 
     @staticmethod
-    def fit(grids_per_batch: Sequence[np.ndarray], count_multiple: int = 8,
+    def fit(grids: np.ndarray, max_images: int, max_patches: int, count_multiple: int = 8,
             patch_multiple: int = 64) -> "ImageSlots":
-        """The smallest layout holding any of the given batches' image grids ([N_i, 3] each)."""
-        allg = [g for g in grids_per_batch if len(g)]
-        if not allg:
+        """The layout for batches of at most `max_images` images / `max_patches` patches,
+        whose grids all come from `grids` ([N, 3])."""
+        if not len(grids):
             return ImageSlots(None, 0, 0)
-        uniq = np.unique(np.concatenate(allg), axis=0)
-        most_imgs = max(len(g) for g in grids_per_batch)
+        uniq = np.unique(np.asarray(grids), axis=0)
         if len(uniq) == 1:
-            return ImageSlots(tuple(int(x) for x in uniq[0]), round_up(most_imgs, count_multiple), 0)
-        most_patches = max(int(g.prod(-1).sum()) for g in grids_per_batch)
-        return ImageSlots(None, 0, round_up(most_patches, patch_multiple))
+            return ImageSlots(tuple(int(x) for x in uniq[0]),
+                              round_up(max_images, count_multiple), 0)
+        return ImageSlots(None, 0, round_up(max_patches, patch_multiple))
 
 
 def pack_images(pixel_list: Sequence[np.ndarray], grid: np.ndarray, slots: ImageSlots,
@@ -197,13 +196,11 @@ class BatchShape:
         """The smallest bucketed shape that holds any `batch` of `samples`."""
         seq = round_up(max(s.length for s in samples), seq_multiple)
         k = max(len(s.target_pos) for s in samples)
-        by_imgs = sorted(samples, key=lambda s: -len(s.image_grid_thw))[:batch]
-        by_patches = sorted(samples, key=lambda s: -s.pixel_values.shape[0])[:batch]
-        grids = [np.concatenate([s.image_grid_thw for s in sel]) for sel in (by_imgs, by_patches)]
-        uniq = np.unique(np.concatenate([s.image_grid_thw for s in samples]), axis=0)
-        if len(uniq) == 1:  # one grid everywhere: the batch with most images decides
-            grids = grids[:1]
-        return BatchShape(batch, seq, k, ImageSlots.fit(grids))
+        # Worst case of any batch of `batch` samples (batches may repeat samples).
+        imgs = max(len(x.image_grid_thw) for x in samples)
+        patches = max(x.pixel_values.shape[0] for x in samples)
+        grids = np.concatenate([x.image_grid_thw for x in samples])
+        return BatchShape(batch, seq, k, ImageSlots.fit(grids, batch * imgs, batch * patches))
 
 
 def collate(samples: Sequence[Sample], shape: BatchShape, model_config, pad_id: int = 0) -> dict:

@@ -6,16 +6,24 @@ import optax
 
 
 def learning_rate_schedule(cfg) -> optax.Schedule:
-    """Linear warmup to `lr`, then cosine decay to `lr * final_lr_ratio` (or constant)."""
+    """Linear warmup to `lr`, then cosine decay to `lr * final_lr_ratio` (or constant).
+
+    warmup_steps=0 means no warmup: the first update already uses `lr`.
+    """
+    if cfg.schedule not in ("constant", "cosine"):
+        raise ValueError(f"optim.schedule must be 'constant' or 'cosine', got {cfg.schedule!r}")
+    if cfg.warmup_steps <= 0:
+        if cfg.schedule == "constant":
+            return optax.constant_schedule(cfg.lr)
+        return optax.cosine_decay_schedule(cfg.lr, max(cfg.total_steps, 1),
+                                           alpha=cfg.final_lr_ratio)
     if cfg.schedule == "constant":
         return optax.join_schedules(
-            [optax.linear_schedule(0.0, cfg.lr, max(cfg.warmup_steps, 1)),
-             optax.constant_schedule(cfg.lr)], [max(cfg.warmup_steps, 1)])
-    if cfg.schedule == "cosine":
-        return optax.warmup_cosine_decay_schedule(
-            0.0, cfg.lr, max(cfg.warmup_steps, 1), max(cfg.total_steps, cfg.warmup_steps + 1),
-            end_value=cfg.lr * cfg.final_lr_ratio)
-    raise ValueError(f"optim.schedule must be 'constant' or 'cosine', got {cfg.schedule!r}")
+            [optax.linear_schedule(0.0, cfg.lr, cfg.warmup_steps),
+             optax.constant_schedule(cfg.lr)], [cfg.warmup_steps])
+    return optax.warmup_cosine_decay_schedule(
+        0.0, cfg.lr, cfg.warmup_steps, max(cfg.total_steps, cfg.warmup_steps + 1),
+        end_value=cfg.lr * cfg.final_lr_ratio)
 
 
 def _is_vision(path) -> bool:

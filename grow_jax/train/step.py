@@ -52,6 +52,7 @@ class LossConfig:
     kl_coef: float = 0.0
     entropy_coef: float = 0.0
     aggregation: str = "token_mean"
+    suppress_token_ids: tuple[int, ...] = ()  # the sampler's: same distribution in both
 
     def __post_init__(self):
         if self.kind not in ("policy", "sft"):
@@ -70,7 +71,8 @@ def action_logits(model, mb: dict) -> jax.Array:
 
 def _loss(params, rest, graphdef, cfg: LossConfig, mb: dict):
     model = nnx.merge(graphdef, params, rest)
-    logits = action_logits(model, mb).astype(jnp.float32)
+    logits = losses.suppress_tokens(action_logits(model, mb).astype(jnp.float32),
+                                    cfg.suppress_token_ids)
     logp = losses.token_logprobs(logits, mb["targets"])
     mask = mb["loss_mask"]
     if cfg.kind == "sft":
@@ -138,6 +140,20 @@ def check_divisible(mesh, batch_size: int, what: str = "batch size"):
                          f"{dict(mesh.shape)}")
 
 
+def opt_state_shardings(tx: optax.GradientTransformation, params, mesh):
+    """Shardings for `tx.init(params)`: a leaf that mirrors a parameter (Adam moments: same
+    shape, path ending in the parameter's path) is sharded like it; the rest is replicated."""
+    by_path = {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_leaves_with_path(params)}
+
+    def one(path, leaf):
+        key = jax.tree_util.keystr(path)
+        match = max((k for k, x in by_path.items() if key.endswith(k) and x.shape == leaf.shape),
+                    key=len, default=None)
+        return by_path[match].sharding if match else NamedSharding(mesh, P())
+
+    return jax.tree_util.tree_map_with_path(one, jax.eval_shape(tx.init, params))
+
+
 class Learner:
     """Holds the model's graph, the optimizer and the jitted step for one mesh.
 
@@ -152,11 +168,14 @@ class Learner:
         self._compiled = {}
 
     def init_state(self, params=None, seed: int = 0) -> TrainState:
-        """A fresh TrainState on the mesh (optimizer moments sharded like the params)."""
+        """A fresh TrainState on the mesh (optimizer moments sharded like the params,
+        counters and RNG replicated), so every leaf lives on the same devices."""
         params = self._params_template if params is None else params
-        opt_state = jax.jit(self.tx.init)(params)
-        return TrainState(params, opt_state, jnp.zeros((), jnp.int32),
-                          jax.random.key_data(jax.random.key(seed)))
+        opt_state = jax.jit(self.tx.init,
+                            out_shardings=opt_state_shardings(self.tx, params, self.mesh))(params)
+        rep = NamedSharding(self.mesh, P())
+        return TrainState(params, opt_state, jax.device_put(jnp.zeros((), jnp.int32), rep),
+                          jax.device_put(jax.random.key_data(jax.random.key(seed)), rep))
 
     def state_shardings(self, state: TrainState):
         return jax.tree.map(lambda x: x.sharding, state)
