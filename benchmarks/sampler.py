@@ -56,7 +56,10 @@ def build(size: str, seed: int = 0):
 
     config = Qwen2VLConfig.tiny(**SIZES[size])
     torch.manual_seed(seed)
-    hf_cfg = transformers.Qwen2VLConfig.from_dict(config.to_hf())
+    hf = config.to_hf()
+    for part in (hf, hf["text_config"]):  # the hub default ids exceed our vocab
+        part.update(bos_token_id=None, eos_token_id=None)
+    hf_cfg = transformers.Qwen2VLConfig.from_dict(hf)
     tmodel = transformers.Qwen2VLForConditionalGeneration(hf_cfg).eval().float()
     tensors = {k: v.detach().numpy() for k, v in tmodel.state_dict().items()}
     model = Qwen2VL(config, rngs=nnx.Rngs(0))
@@ -93,7 +96,7 @@ class JaxSide:
         from grow_jax.sampling.generate import Sampler, SamplingParams
 
         self.jax = jax
-        self.params = nnx.state(model, nnx.Param)
+        self.params = jax.device_put(nnx.state(model, nnx.Param))  # numpy leaves -> device once
         self.prompts, self.images = batch_images
         self.samplers = {
             n: Sampler(model, SamplingParams(max_new_tokens=n, temperature=0.0))

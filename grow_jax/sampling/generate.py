@@ -140,7 +140,8 @@ class Sampler:
 
     def __init__(self, model, sp: SamplingParams, *, mesh=None, prompt_bucket: int = 16,
                  batch_bucket: int = 8, patch_bucket: int = 256, pad_id: int = 0):
-        self.graphdef, _, self.rest = nnx.split(model, nnx.Param, ...)
+        self.graphdef, _, rest = nnx.split(model, nnx.Param, ...)
+        self.rest = jax.device_put(rest)
         self.config = model.config
         self.sp, self.mesh, self.pad_id = sp, mesh, pad_id
         self.prompt_bucket, self.batch_bucket, self.patch_bucket = (
@@ -228,7 +229,7 @@ def generate(model, prompts: Sequence[Sequence[int]], images=None, max_new_token
     """
     sp = SamplingParams(max_new_tokens, temperature, top_k, top_p, tuple(stop_token_ids))
     sampler = Sampler(model, sp)
-    params = nnx.state(model, nnx.Param)
+    params = jax.device_put(nnx.state(model, nnx.Param))  # no-op for device arrays
     imgs = None
     if images is not None:
         imgs = [None if im is None else (np.asarray(im[0], np.float32), np.asarray(im[1]))
