@@ -157,6 +157,18 @@ def value_loss(
     return loss, {"vf_loss": loss, "vf_clip_frac": clip_frac}
 
 
+def suppress_tokens(logits: jax.Array, token_ids: tuple[int, ...]) -> jax.Array:
+    """Sets the logits of `token_ids` to -inf: the policy can never emit them.
+
+    Used identically by the sampler and the train step, so behaviour and recomputed
+    log-probabilities describe the same distribution. Vision placeholders
+    (<|image_pad|>, ...) are suppressed: a sampled one would be read as an image slot.
+    """
+    if not token_ids:
+        return logits
+    return logits.at[..., jnp.asarray(token_ids, jnp.int32)].set(-jnp.inf)
+
+
 def token_logprobs(logits: jax.Array, targets: jax.Array) -> jax.Array:
     """log softmax(logits)[..., target], in f32, without materializing the full log-softmax.
 

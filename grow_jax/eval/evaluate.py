@@ -113,3 +113,10 @@ def write_report(report: dict, workdir: str, name: str = "eval") -> tuple[str, s
     with open(mpath, "w") as f:
         f.write("\n".join(lines) + "\n")
     return jpath, mpath
+
+
+def run_eval(config, workdir: str) -> dict:
+    """--mode=eval entry point (see `grow_jax.train.trainer.evaluate_checkpoint`)."""
+    from grow_jax.train.trainer import evaluate_checkpoint
+
+    return evaluate_checkpoint(config, workdir)

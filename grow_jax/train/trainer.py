@@ -19,6 +19,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from grow_jax.config_utils import config_to_json
 from grow_jax.data.pipeline import epoch_batches, stack_micro_batches
 from grow_jax.data.samples import BatchShape, collate, make_sample
 from grow_jax.eval.evaluate import evaluate, write_report
@@ -50,14 +51,15 @@ class Run:
         self.model = builders.build_model(self.mcfg, self.mesh, config.seed)
         self.agent = make_agent(config, self.tokenizer)
         self.pad_id = self.agent.pad_id
+        m = self.mcfg  # vision placeholders: a sampled one would be read as an image slot
+        self.suppressed = (m.image_token_id, m.video_token_id, m.vision_start_token_id,
+                           m.vision_end_token_id)
         self.ckpt = Checkpointer(os.path.join(workdir, "checkpoints"),
                                  max_to_keep=config.checkpoint.keep,
                                  async_save=config.checkpoint.async_save)
         self.metrics = MetricsWriter(workdir, tensorboard=config.logging.tensorboard,
                                      console=config.logging.progress,
                                      process_index=jax.process_index())
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
         self._pools = {}
 
     # -------------------------------------------------------------- pieces
@@ -84,24 +86,27 @@ class Run:
         a = self.config.agent
         sp = SamplingParams(max_new_tokens=a.max_new_tokens,
                             temperature=0.0 if greedy else a.temperature, top_k=a.top_k,
-                            top_p=a.top_p, stop_token_ids=tuple(self.agent.stop_ids))
+                            top_p=a.top_p, stop_token_ids=tuple(self.agent.stop_ids),
+                            suppress_token_ids=self.suppressed)
         return Sampler(self.model, sp, mesh=self.mesh, pad_id=self.pad_id)
 
     def learner(self, kind: str, opt_cfg) -> Learner:
         g = self.config.algo
         cfg = LossConfig(kind=kind, clip_low=g.clip_low, clip_high=g.clip_high,
                          kl_coef=g.kl_coef, entropy_coef=g.entropy_coef,
-                         aggregation=g.aggregation)
+                         aggregation=g.aggregation, suppress_token_ids=self.suppressed)
         params = nnx.state(self.model, nnx.Param)
         return Learner(self.model, make_optimizer(opt_cfg, params), cfg, self.mesh)
 
     # --------------------------------------------------------- checkpoints
-    def save(self, iteration: int, state: TrainState, phase: str, force: bool = False):
+    def save(self, iteration: int, state: TrainState, phase: str, env_steps: int = 0,
+             force: bool = False):
         pure = nnx.to_pure_dict(state.params)
         rest = {str(i): x for i, x in enumerate(jax.tree.leaves(
             (state.opt_state, state.step, state.rng)))}
-        extra = dict(iteration=iteration, phase=phase, model_config=self.mcfg.to_hf(),
-                     config=json.loads(self.config.to_json_best_effort()))
+        extra = dict(iteration=iteration, phase=phase, env_steps=env_steps,
+                     model_config=self.mcfg.to_hf(),
+                     config=json.loads(config_to_json(self.config)))
         self.ckpt.save(iteration, {"params": pure, "train_state": rest}, extra_json=extra,
                        force=force)
 
@@ -117,6 +122,21 @@ class Run:
         opt, step_, rng = jax.tree.unflatten(
             treedef, [out["train_state"][str(i)] for i in range(len(leaves))])
         return TrainState(params, opt, step_, rng), out.get("extra", {})
+
+    def restore_params(self, state: TrainState, directory: str | None = None,
+                       step: int | None = None):
+        """Params only (any phase: sft, import_hf, rl), from this or another workdir."""
+        ckpt = self.ckpt
+        if directory is not None:
+            ckpt = Checkpointer(os.path.join(directory, "checkpoints"), async_save=False)
+        try:
+            pure = ckpt.restore({"params": nnx.to_pure_dict(state.params)}, step)["params"]
+        finally:
+            if ckpt is not self.ckpt:
+                ckpt.close()
+        params = state.params
+        nnx.replace_by_pure_dict(params, pure)
+        return params
 
     def close(self):
         self.ckpt.close()
@@ -230,7 +250,8 @@ def iteration_seeds(config, iteration: int) -> np.ndarray:
     return rng.integers(0, config.eval.seed_offset, size=r.groups_per_iter)
 
 
-def run_evaluation(run: Run, params, iteration: int, env_steps: int, final: bool = False):
+def run_evaluation(run: Run, params, iteration: int, env_steps: int, final: bool = False,
+                   log: bool = True):
     c = run.config
     tasks = run.tasks(eval_=True)
     n_env = min(c.eval.num_envs, c.eval.episodes * len(tasks))
@@ -242,10 +263,11 @@ def run_evaluation(run: Run, params, iteration: int, env_steps: int, final: bool
                              episodes_per_task=c.eval.episodes,
                              seed_offset=c.eval.seed_offset, rng=key,
                              format_penalty=c.algo.format_penalty)
-    run.metrics.write(dict(phase="eval", step=iteration, env_steps=env_steps,
-                           eval_success_rate=report["success_rate"],
-                           eval_episodes=report["episodes"],
-                           eval_mean_steps=report["mean_steps"]), EVAL_KEYS)
+    row = dict(phase="eval", step=iteration, env_steps=env_steps,
+               eval_success_rate=report["success_rate"], eval_episodes=report["episodes"],
+               eval_mean_steps=report["mean_steps"])
+    if log:
+        run.metrics.write(row, EVAL_KEYS)
     if final:
         write_report(report, run.workdir)
     if c.eval.videos:
@@ -263,23 +285,44 @@ def _write_videos(run: Run, trajs, iteration: int):
                           [s.action_text for s in tr.steps], tr.success)
 
 
-def _truncate_metrics(workdir: str, last_step: int):
-    """On resume, rows of iterations after the checkpoint move to metrics.discarded.jsonl
-    (they will be re-run); nothing is deleted."""
+def _set_aside_metrics(workdir: str, keep):
+    """Rows that a resumed run will write again move to metrics.discarded.jsonl; nothing
+    a run wrote is deleted."""
     rows = read_metrics(workdir)
-    keep = [r for r in rows if r.get("phase") == "sft" or r.get("step", 0) <= last_step]
-    if len(keep) == len(rows):
+    kept = [r for r in rows if keep(r)]
+    if len(kept) == len(rows):
         return
     path = os.path.join(workdir, "metrics.jsonl")
     with open(os.path.join(workdir, "metrics.discarded.jsonl"), "a") as f:
         for r in rows:
-            if r not in keep:
+            if not keep(r):
                 f.write(json.dumps(r) + "\n")
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        for r in keep:
+        for r in kept:
             f.write(json.dumps(r) + "\n")
     os.replace(tmp, path)
+
+
+def evaluate_checkpoint(config, workdir: str) -> dict:
+    """--mode=eval: the latest checkpoint of WORKDIR on config.eval's held-out episodes."""
+    run = Run(config, workdir)
+    try:
+        latest = run.ckpt.latest_step()
+        if latest is None:
+            raise FileNotFoundError(f"no checkpoint in {run.ckpt.directory}: run --mode=train, "
+                                    "--mode=sft or --mode=import_hf first")
+        extra = run.ckpt.read_extra(latest) or {}
+        state = TrainState(nnx.state(run.model, nnx.Param), None, None, None)
+        params = run.restore_params(state, step=latest)
+        run._eval_sampler = run.sampler(greedy=config.eval.greedy)
+        report = run_evaluation(run, params, int(extra.get("iteration", latest)),
+                                int(extra.get("env_steps", 0)), final=True, log=False)
+        print(f"[eval] {report['episodes']} episodes: success {100 * report['success_rate']:.1f}%"
+              f" -> {os.path.join(workdir, 'eval.json')}", flush=True)
+        return report
+    finally:
+        run.close()
 
 
 def run_train(config, workdir: str):
@@ -299,27 +342,31 @@ def _train(run: Run):
     run._eval_sampler = run.sampler(greedy=c.eval.greedy)
     sampler = run.sampler()
     latest = run.ckpt.latest_step()
+    extra = run.ckpt.read_extra(latest) if latest is not None else None
     start, env_steps = 0, 0
-    if latest is not None:
+    if extra is not None and extra.get("phase") == "rl":
         state, extra = run.restore(state, latest)
         start, env_steps = int(extra["iteration"]), int(extra.get("env_steps", 0))
-        if extra.get("phase") == "sft":  # fresh optimizer for RL, SFT params
-            state = learner.init_state(params=state.params, seed=c.seed)
-        _truncate_metrics(run.workdir, start)
+        _set_aside_metrics(run.workdir, lambda row: row.get("phase") == "sft"
+                           or row.get("step", 0) <= start)
         print(f"[train] resumed from {run.ckpt.directory}/{latest} (iteration {start})",
               flush=True)
-    elif r.init_checkpoint:
-        src = Checkpointer(os.path.join(r.init_checkpoint, "checkpoints"), async_save=False)
-        pure = src.restore({"params": nnx.to_pure_dict(state.params)})["params"]
-        src.close()
-        nnx.replace_by_pure_dict(state.params, pure)
-        state = learner.init_state(params=state.params, seed=c.seed)
-    elif c.sft.steps > 0:
-        sft_state = run_sft_phase(run)
-        state = learner.init_state(params=sft_state.params, seed=c.seed)
-        run.save(0, sft_state, "sft", force=True)
-    if start == 0:
+    else:
+        if extra is not None:  # an sft / import_hf checkpoint of this workdir starts RL
+            params = run.restore_params(state, step=latest)
+            from_sft = extra.get("phase") == "sft"
+        elif r.init_checkpoint:
+            params = run.restore_params(state, r.init_checkpoint)
+            from_sft = False
+        elif c.sft.steps > 0:
+            params = run_sft_phase(run).params
+            from_sft = True
+        else:
+            params, from_sft = state.params, False
+        _set_aside_metrics(run.workdir, lambda row: from_sft and row.get("phase") == "sft")
+        state = learner.init_state(params=params, seed=c.seed)
         run_evaluation(run, state.params, 0, 0)
+        run.save(0, state, "rl", env_steps=0, force=True)
     tasks = run.tasks()
     g = r.group_size
     n_env = r.groups_per_iter * g
@@ -360,7 +407,7 @@ def _train(run: Run):
         if c.eval.every and it % c.eval.every == 0 and not last:
             run_evaluation(run, state.params, it, env_steps)
         if last or (c.checkpoint.every and it % c.checkpoint.every == 0):
-            run.save(it, state, "rl", force=last)
+            run.save(it, state, "rl", env_steps=env_steps, force=last)
     run.ckpt.wait()
     run_evaluation(run, state.params, r.iterations, env_steps, final=True)
     plot_learning_curve(run.workdir)

@@ -1,0 +1,64 @@
+"""The README's main job: SFT warm start on BabyAI bot demonstrations, then GROW RL,
+on a laptop CPU in minutes (the paper's recipe at laptop scale).
+
+Choices (see docs/tiny_cpu.md for the measurements behind them):
+- BabyAI GoTo levels with a 16-decision cap: the bot needs ~5 decisions, so *which action*
+  is the error RL can fix, not long-horizon exploration.
+- 28x28 frames (tile 4, padded to 32x32), patch 4 -> 16 merged image tokens per frame; a
+  compact prompt (~25 tokens) and one action token per decision.
+- A deliberately short SFT (few demonstrations, few steps) so the start still explores: a
+  same-seed group then holds successes and failures, which is GROW's learning signal.
+"""
+
+from grow_jax.config_utils import base_config
+
+
+def get_config():
+    c = base_config()
+    c.seed = 0
+    m = c.model
+    m.preset = "tiny"
+    m.preset_overrides = dict(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, vision_depth=1, embed_dim=32, vision_num_heads=2,
+        mlp_ratio=2, patch_size=4, spatial_merge_size=2, temporal_patch_size=2)
+    e = c.env
+    e.suite = "babyai"
+    e.tasks = ("BabyAI-GoToRedBallNoDists-v0",)
+    e.max_steps = 16
+    e.kwargs = dict(tile_size=4)
+    a = c.agent
+    a.history = 0
+    a.compact_prompt = True
+    a.max_new_tokens = 2  # action word + <|im_end|>
+    a.temperature = 1.0
+    g = c.algo
+    g.name = "grow"
+    g.gamma = 0.995
+    g.clip_low = 0.2
+    g.clip_high = 0.2
+    g.entropy_coef = 0.01
+    g.drop_zero_advantage = True
+    r = c.rl
+    r.iterations = 60
+    r.group_size = 16
+    r.groups_per_iter = 16
+    r.epochs = 2
+    r.minibatch_size = 512
+    r.lr = 5e-4
+    r.warmup_steps = 0
+    r.grad_clip = 1.0
+    s = c.sft
+    s.demo_episodes = 5
+    s.steps = 60
+    s.batch_size = 32
+    s.lr = 3e-3
+    s.warmup_steps = 0
+    v = c.eval
+    v.episodes = 500
+    v.num_envs = 256
+    v.every = 10
+    v.videos = 2
+    v.greedy = False
+    c.checkpoint.every = 10
+    return c
