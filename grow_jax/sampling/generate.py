@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -83,11 +83,19 @@ def _generate(params, rest, rng, batch, *, graphdef, config, sp: SamplingParams)
     mask = jnp.concatenate([pmask, jnp.zeros((b, sp.max_new_tokens), pmask.dtype)], axis=1)
     image_embeds = None
     if batch["pixel_values"].shape[0]:
-        image_embeds = model.encode_images(batch["pixel_values"], batch["vision_pos_ids"],
-                                           batch["vision_segment_ids"])
+        image_embeds = model.encode_images(
+            batch["pixel_values"], batch["vision_pos_ids"], batch["vision_segment_ids"]
+        )
     last = jnp.full((b, 1), tp - 1, jnp.int32)
-    logits, cache = model.forward(ids, batch["position_ids"], mask, image_embeds=image_embeds,
-                                  cache=cache, cache_pos=jnp.int32(0), logits_at=last)
+    logits, cache = model.forward(
+        ids,
+        batch["position_ids"],
+        mask,
+        image_embeds=image_embeds,
+        cache=cache,
+        cache_pos=jnp.int32(0),
+        logits_at=last,
+    )
     next_pos = jnp.max(batch["position_ids"], axis=(0, 2)) + 1  # [B]
     stops = jnp.asarray(sp.stop_token_ids or (-1,), jnp.int32)
 
@@ -107,8 +115,9 @@ def _generate(params, rest, rng, batch, *, graphdef, config, sp: SamplingParams)
         mask = mask.at[:, tp + i - 1].set(1)
         pos = jnp.broadcast_to((next_pos + i - 1)[None, :, None], (3, b, 1)).astype(jnp.int32)
         prev = jax.lax.dynamic_slice_in_dim(tokens, i - 1, 1, axis=1)
-        logits, cache = model.forward(prev, pos, mask, cache=cache,
-                                      cache_pos=(tp + i - 1).astype(jnp.int32))
+        logits, cache = model.forward(
+            prev, pos, mask, cache=cache, cache_pos=(tp + i - 1).astype(jnp.int32)
+        )
         rng, sub = jax.random.split(rng)
         tok, lp = _choose(logits[:, -1], sub, sp)
         tok = jnp.where(done, 0, tok)
@@ -138,14 +147,26 @@ def _bucket(n: int, multiple: int) -> int:
 class Sampler:
     """Jitted batched sampling for one model graph; recompiles only per bucketed shape."""
 
-    def __init__(self, model, sp: SamplingParams, *, mesh=None, prompt_bucket: int = 16,
-                 batch_bucket: int = 8, patch_bucket: int = 256, pad_id: int = 0):
+    def __init__(
+        self,
+        model,
+        sp: SamplingParams,
+        *,
+        mesh=None,
+        prompt_bucket: int = 16,
+        batch_bucket: int = 8,
+        patch_bucket: int = 256,
+        pad_id: int = 0,
+    ):
         self.graphdef, _, rest = nnx.split(model, nnx.Param, ...)
         self.rest = jax.device_put(rest)
         self.config = model.config
         self.sp, self.mesh, self.pad_id = sp, mesh, pad_id
         self.prompt_bucket, self.batch_bucket, self.patch_bucket = (
-            prompt_bucket, batch_bucket, patch_bucket)
+            prompt_bucket,
+            batch_bucket,
+            patch_bucket,
+        )
         self._fn = _jitted_generate(self.graphdef, self.config, sp)
         self._shapes: set = set()
 
@@ -163,8 +184,8 @@ class Sampler:
         ids = np.full((b, tp), self.pad_id, np.int32)
         mask = np.zeros((b, tp), np.int32)
         for i, p in enumerate(prompts):
-            ids[i, tp - len(p):] = p
-            mask[i, tp - len(p):] = 1
+            ids[i, tp - len(p) :] = p
+            mask[i, tp - len(p) :] = 1
         mask[n:, -1] = 1  # padding rows hold one (pad) token so their softmax stays finite
         images = [None] * n if images is None else list(images)
         if len(images) != n:
@@ -176,17 +197,29 @@ class Sampler:
             if got != want:
                 raise ValueError(
                     f"prompt {i} has {got} image tokens (id {self.config.image_token_id}) but "
-                    f"its images give {want} merged patches (image_grid_thw / merge^2)")
+                    f"its images give {want} merged patches (image_grid_thw / merge^2)"
+                )
         pix = [im[0] for im in images if im is not None]
         grids = [np.asarray(im[1], np.int32) for im in images if im is not None]
         grid = np.concatenate(grids) if grids else np.zeros((0, 3), np.int32)
         pos, _ = qinputs.get_rope_index(ids, grid if len(grid) else None, mask, self.config)
-        slots = ImageSlots.fit(grid, len(grid), int(grid.prod(-1).sum()),
-                               count_multiple=self.batch_bucket, patch_multiple=self.patch_bucket)
+        slots = ImageSlots.fit(
+            grid,
+            len(grid),
+            int(grid.prod(-1).sum()),
+            count_multiple=self.batch_bucket,
+            patch_multiple=self.patch_bucket,
+        )
         pixel_values, vpos, seg = pack_images(pix, grid, slots, self.config)
-        batch = dict(input_ids=ids, attention_mask=mask, position_ids=np.asarray(pos, np.int32),
-                     pixel_values=pixel_values, vision_pos_ids=vpos, vision_segment_ids=seg,
-                     row_valid=np.arange(b) < n)
+        batch = {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "position_ids": np.asarray(pos, np.int32),
+            "pixel_values": pixel_values,
+            "vision_pos_ids": vpos,
+            "vision_segment_ids": seg,
+            "row_valid": np.arange(b) < n,
+        }
         return batch, n
 
     def sample(self, params, prompts, images=None, *, rng) -> tuple[list, list]:
@@ -199,12 +232,15 @@ class Sampler:
             with jax.set_mesh(self.mesh):
                 out = self._fn(params, self.rest, rng, _shard_batch(batch, self.mesh))
         tokens, logps, lengths = jax.device_get(out)
-        return ([tokens[i, :lengths[i]] for i in range(n)],
-                [logps[i, :lengths[i]] for i in range(n)])
+        return (
+            [tokens[i, : lengths[i]] for i in range(n)],
+            [logps[i, : lengths[i]] for i in range(n)],
+        )
 
 
 def _shard_batch(batch: dict, mesh) -> dict:
-    from jax.sharding import NamedSharding, PartitionSpec as P
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
 
     axes = ("data", "fsdp")
     n = mesh.shape["data"] * mesh.shape["fsdp"]
@@ -218,9 +254,17 @@ def _shard_batch(batch: dict, mesh) -> dict:
     return out
 
 
-def generate(model, prompts: Sequence[Sequence[int]], images=None, max_new_tokens: int = 16,
-             temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-             stop_token_ids: Sequence[int] = (), seed: int = 0):
+def generate(
+    model,
+    prompts: Sequence[Sequence[int]],
+    images=None,
+    max_new_tokens: int = 16,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    stop_token_ids: Sequence[int] = (),
+    seed: int = 0,
+):
     """Generates for a list of token-id prompts of different lengths.
 
     `images`: optional, one entry per prompt, None or (pixel_values, image_grid_thw) in
@@ -232,7 +276,10 @@ def generate(model, prompts: Sequence[Sequence[int]], images=None, max_new_token
     params = jax.device_put(nnx.state(model, nnx.Param))  # no-op for device arrays
     imgs = None
     if images is not None:
-        imgs = [None if im is None else (np.asarray(im[0], np.float32), np.asarray(im[1]))
-                for im in images]
-    return sampler.sample(params, [np.asarray(p, np.int32) for p in prompts], imgs,
-                          rng=jax.random.key(seed))
+        imgs = [
+            None if im is None else (np.asarray(im[0], np.float32), np.asarray(im[1]))
+            for im in images
+        ]
+    return sampler.sample(
+        params, [np.asarray(p, np.int32) for p in prompts], imgs, rng=jax.random.key(seed)
+    )

@@ -7,12 +7,12 @@ import jax
 import numpy as np
 import pytest
 from flax import nnx
+from models._tiny import nnx_from_torch, random_image, tiny, torch_model
 
 from grow_jax.models.qwen2_vl import inputs as qi
 from grow_jax.models.qwen2_vl.modeling import Qwen2VL
 from grow_jax.sampling.generate import Sampler, SamplingParams, generate
 from grow_jax.sharding import make_mesh, shard_model
-from models._tiny import nnx_from_torch, random_image, tiny, torch_model
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -50,11 +50,14 @@ def _hf_generate(tm, prompt, image, n):
     kw = {"input_ids": torch.tensor(prompt[None].astype(np.int64))}
     kw["attention_mask"] = torch.ones_like(kw["input_ids"])
     if image is not None:
-        kw.update(pixel_values=torch.tensor(image[0]), image_grid_thw=torch.tensor(image[1]),
-                  mm_token_type_ids=(kw["input_ids"] == IMG).long())
+        kw.update(
+            pixel_values=torch.tensor(image[0]),
+            image_grid_thw=torch.tensor(image[1]),
+            mm_token_type_ids=(kw["input_ids"] == IMG).long(),
+        )
     with torch.no_grad():
         out = tm.generate(**kw, max_new_tokens=n, min_new_tokens=n, do_sample=False)
-    return out[0, len(prompt):].numpy()
+    return out[0, len(prompt) :].numpy()
 
 
 SCENARIOS = {
@@ -87,23 +90,27 @@ def test_greedy_matches_transformers_left_padded_batch():
     ids = np.zeros((len(prompts), t), np.int64)
     mask = np.zeros_like(ids)
     for i, p in enumerate(prompts):
-        ids[i, t - len(p):], mask[i, t - len(p):] = p, 1
+        ids[i, t - len(p) :], mask[i, t - len(p) :] = p, 1
     ims = [im for im in images if im is not None]
     with torch.no_grad():
         out = tm.generate(
-            input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+            input_ids=torch.tensor(ids),
+            attention_mask=torch.tensor(mask),
             pixel_values=torch.tensor(np.concatenate([im[0] for im in ims])),
             image_grid_thw=torch.tensor(np.concatenate([im[1] for im in ims])),
             mm_token_type_ids=torch.tensor((ids == IMG).astype(np.int64)),
-            max_new_tokens=6, min_new_tokens=6, do_sample=False)
+            max_new_tokens=6,
+            min_new_tokens=6,
+            do_sample=False,
+        )
     np.testing.assert_array_equal(np.stack(toks), out[:, t:].numpy())
 
 
 def _teacher_forced_logprobs(model, prompt, image, new):
     ids = np.concatenate([prompt, new])[None]
-    kw = {} if image is None else dict(pixel_values=image[0], image_grid_thw=image[1])
+    kw = {} if image is None else {"pixel_values": image[0], "image_grid_thw": image[1]}
     logits = np.asarray(model(ids, **kw))[0]
-    lp = jax.nn.log_softmax(logits[len(prompt) - 1: len(ids[0]) - 1], axis=-1)
+    lp = jax.nn.log_softmax(logits[len(prompt) - 1 : len(ids[0]) - 1], axis=-1)
     return np.take_along_axis(np.asarray(lp), new[:, None], axis=1)[:, 0]
 
 
@@ -111,8 +118,7 @@ def _teacher_forced_logprobs(model, prompt, image, new):
 def test_logprobs_equal_teacher_forced_forward(temperature):
     c, _, model = _models()
     prompts, images = _prompts(c, SCENARIOS["batch_equal_images"])
-    toks, lps = generate(model, prompts, images, max_new_tokens=7, temperature=temperature,
-                         seed=3)
+    toks, lps = generate(model, prompts, images, max_new_tokens=7, temperature=temperature, seed=3)
     for p, im, t, lp in zip(prompts, images, toks, lps, strict=True):
         assert len(t) == len(lp) == 7
         np.testing.assert_allclose(lp, _teacher_forced_logprobs(model, p, im, t), atol=1e-4)
@@ -140,7 +146,7 @@ def test_top_k_1_and_tiny_top_p_equal_greedy():
     c, _, model = _models()
     prompts, images = _prompts(c, SCENARIOS["batch_equal_images"])
     greedy, _ = generate(model, prompts, images, max_new_tokens=6)
-    for kw in (dict(top_k=1), dict(top_p=1e-6), dict(top_k=5, top_p=1e-6)):
+    for kw in ({"top_k": 1}, {"top_p": 1e-6}, {"top_k": 5, "top_p": 1e-6}):
         toks, _ = generate(model, prompts, images, max_new_tokens=6, temperature=1.0, seed=5, **kw)
         for g, t in zip(greedy, toks, strict=True):
             np.testing.assert_array_equal(t, g, err_msg=str(kw))
@@ -167,8 +173,7 @@ def test_sampling_frequencies_match_softmax():
     logits = np.asarray(model(prompt[None]))[0, -1].astype(np.float64)
     probs = np.exp(logits - logits.max())
     probs /= probs.sum()
-    sampler = Sampler(model, SamplingParams(max_new_tokens=1, temperature=1.0),
-                      batch_bucket=256)
+    sampler = Sampler(model, SamplingParams(max_new_tokens=1, temperature=1.0), batch_bucket=256)
     params = nnx.state(model, nnx.Param)
     draws = []
     for seed in range(8):
@@ -215,16 +220,17 @@ def test_sharded_sampling_matches_single_device():
     c, tm, model = _models()
     prompts, images = _prompts(c, SCENARIOS["batch_equal_images"])
     sp = SamplingParams(max_new_tokens=6, temperature=0.0)
-    ref, ref_lp = Sampler(model, sp).sample(nnx.state(model, nnx.Param), prompts, images,
-                                            rng=jax.random.key(0))
+    ref, ref_lp = Sampler(model, sp).sample(
+        nnx.state(model, nnx.Param), prompts, images, rng=jax.random.key(0)
+    )
     mesh = make_mesh(data=2, fsdp=2, tensor=2)
     sharded = shard_model(nnx_from_torch(c, tm), mesh)
     params = nnx.state(sharded, nnx.Param)
     kernel = sharded.layers[0].mlp.gate_proj.kernel.get_value()
     assert len(kernel.sharding.device_set) == 8
-    toks, lps = Sampler(sharded, sp, mesh=mesh).sample(params, prompts, images,
-                                                       rng=jax.random.key(0))
+    toks, lps = Sampler(sharded, sp, mesh=mesh).sample(
+        params, prompts, images, rng=jax.random.key(0)
+    )
     for r, t, rl, tl in zip(ref, toks, ref_lp, lps, strict=True):
         np.testing.assert_array_equal(t, r)
         np.testing.assert_allclose(tl, rl, atol=1e-5)
-
