@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Sequence
 
 import numpy as np
@@ -27,15 +28,30 @@ class PolicyAgent:
         ids = special_token_ids(tokenizer)
         self.pad_id = ids.pad
         self.stop_ids = (ids.im_end,)
+        self._turn_sep = np.asarray(
+            [] if compact else tokenizer.encode("\n", add_special_tokens=False), np.int32)
 
-    def prompt_ids(self, instruction: str, actions: Sequence[str], num_images: int,
-                   image_tokens: int) -> np.ndarray:
-        if num_images != len(actions) + 1:
-            raise ValueError(f"a prompt with {len(actions)} previous actions shows "
-                             f"{len(actions) + 1} frames, got {num_images}")
-        history = [(None, a) for a in actions]
-        return np.asarray(build_prompt_ids(self.tokenizer, instruction, image_tokens, history,
-                                           self.prompt_config), np.int32)
+    def prompt_ids(self, instruction: str, shown: Sequence, image_tokens: int) -> np.ndarray:
+        """Prompt ids after the previous steps `shown` (rollout `Step`s).
+
+        history >= 0: rendered from the instruction and the shown steps' action texts.
+        history < 0 (whole conversation): the previous prompt + the tokens actually sampled
+        + the next user turn, so every prompt extends the one before token for token and a
+        trajectory-level sample reproduces the behaviour context exactly.
+        """
+        if self.history >= 0 or not shown:
+            history = [(None, st.action_text) for st in shown]
+            cfg = dataclasses.replace(self.prompt_config, history=len(history))
+            return np.asarray(build_prompt_ids(self.tokenizer, instruction, image_tokens,
+                                               history, cfg), np.int32)
+        last = shown[-1]
+        action = list(last.action_ids)
+        if not action or action[-1] != self.stop_ids[0]:
+            action.append(self.stop_ids[0])  # close the turn the model left open
+        turn = build_prompt_ids(self.tokenizer, "", image_tokens, (),
+                                dataclasses.replace(self.prompt_config, system=None,
+                                                    history=0))
+        return np.concatenate([last.prompt_ids, action, self._turn_sep, turn]).astype(np.int32)
 
     def decode(self, action_ids: np.ndarray) -> tuple[Any, bool, str]:
         action, valid = self.codec.decode(action_ids)

@@ -117,7 +117,10 @@ def conversation_sample(traj: Trajectory, advantages: np.ndarray, model_config,
 
 
 def round_up(n: int, multiple: int) -> int:
-    return max(multiple, -(-n // multiple) * multiple)
+    """Bucketed size >= n: a multiple of `multiple`, and for large n a multiple of 1/8 of
+    the next power of two, so growing lengths (multi-turn prompts) compile few shapes."""
+    step = max(multiple, (1 << max(0, (n - 1).bit_length())) // 8)
+    return max(multiple, -(-n // step) * step)
 
 
 @dataclasses.dataclass(frozen=True)

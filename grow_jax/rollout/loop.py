@@ -22,14 +22,23 @@ from grow_jax.rollout.types import Step, Trajectory
 class Agent(Protocol):
     """What the loop needs from the agent: prompts in, env actions out."""
 
-    history: int  # previous decisions in each prompt; 0 = current frame only (GROW)
+    history: int  # previous decisions shown in each prompt; 0 = current frame only (GROW),
+    # -1 = the whole episode so far (multi-turn conversation, trajectory-level GRPO)
 
-    def prompt_ids(self, instruction: str, actions: Sequence[str], num_images: int,
-                   image_tokens: int) -> np.ndarray:
-        """Token ids of the prompt for a decision with `num_images` frames."""
+    def prompt_ids(self, instruction: str, shown: Sequence[Step], image_tokens: int
+                   ) -> np.ndarray:
+        """Token ids of the prompt for a decision after the previous steps `shown` (their
+        frames come first in the prompt, the current frame last)."""
 
     def decode(self, action_ids: np.ndarray) -> tuple[Any, bool, str]:
         """(env action, valid, action text); never raises."""
+
+
+def shown_steps(traj: Trajectory, history: int) -> list[Step]:
+    """The previous steps a prompt shows: none (0), the last k (k > 0) or all (-1)."""
+    if history < 0:
+        return list(traj.steps)
+    return traj.steps[max(0, len(traj.steps) - history):] if history else []
 
 
 @dataclasses.dataclass
@@ -83,17 +92,16 @@ def run_episodes(pool, agent: Agent, sampler, params, *, seeds: Sequence[int],
         prompts, images = [], []
         for i in live:
             tr = trajs[i]
-            frames = [s.frame for s in tr.steps[max(0, len(tr.steps) - agent.history):]]
-            frames = (frames if agent.history else []) + [obs[i]["image"]]
-            acts = tuple(s.action_text for s in tr.steps[max(0, len(tr.steps) - agent.history):]
-                         ) if agent.history else ()
-            key = (tr.instruction, acts, len(frames))
-            ids = prompt_cache.get(key)
+            shown = shown_steps(tr, agent.history)
+            key = (tr.instruction, tuple(st.action_text for st in shown))
+            ids = prompt_cache.get(key) if agent.history >= 0 else None
             if ids is None:
-                ids = agent.prompt_ids(tr.instruction, acts, len(frames), n_img)
-                prompt_cache[key] = ids
+                ids = agent.prompt_ids(tr.instruction, shown, n_img)
+                if agent.history >= 0:
+                    prompt_cache[key] = ids
             prompts.append(ids)
-            images.append(encode_images(frames, mcfg, fit_mode))
+            images.append(encode_images([st.frame for st in shown] + [obs[i]["image"]], mcfg,
+                                        fit_mode))
         rng, sub = jax.random.split(rng)
         tokens, logps = sampler.sample(params, prompts, images, rng=sub)
         stats.sample_s += time.perf_counter() - t0

@@ -37,7 +37,7 @@ class Trajectory:
     success: bool = False
     terminated: bool = False
     truncated: bool = False
-    history: int = 0  # previous frames included in each prompt (k; 0 as in GROW)
+    history: int = 0  # previous decisions shown in each prompt (k; 0 as in GROW, -1 = all)
     family: str = ""
 
     @property
@@ -53,8 +53,9 @@ class Trajectory:
         return float(self.rewards.sum())
 
     def prompt_images(self, t: int) -> list[np.ndarray]:
-        """The frames shown in decision t's prompt: the last `history` frames, then the current."""
-        return [s.frame for s in self.steps[max(0, t - self.history):t + 1]]
+        """The frames shown in decision t's prompt: the previous ones it shows, then its own."""
+        first = 0 if self.history < 0 else max(0, t - self.history)
+        return [s.frame for s in self.steps[first:t + 1]]
 
 
 def group_trajectories(trajs: list[Trajectory]) -> list[list[Trajectory]]:

@@ -22,7 +22,7 @@ import numpy as np
 from flax import nnx
 
 from grow_jax.algo import losses
-from grow_jax.data.samples import ImageSlots, pack_images
+from grow_jax.data.samples import ImageSlots, pack_images, round_up
 from grow_jax.models.qwen2_vl import inputs as qinputs
 from grow_jax.models.qwen2_vl.modeling import init_cache
 
@@ -140,10 +140,6 @@ def _jitted_generate(graphdef, config, sp: SamplingParams):
     return jax.jit(functools.partial(_generate, graphdef=graphdef, config=config, sp=sp))
 
 
-def _bucket(n: int, multiple: int) -> int:
-    return max(multiple, -(-n // multiple) * multiple)
-
-
 class Sampler:
     """Jitted batched sampling for one model graph; recompiles only per bucketed shape."""
 
@@ -179,8 +175,8 @@ class Sampler:
         n = len(prompts)
         if n == 0:
             raise ValueError("no prompts to sample from")
-        b = _bucket(n, self.batch_bucket)
-        tp = _bucket(max(len(p) for p in prompts), self.prompt_bucket)
+        b = round_up(n, self.batch_bucket)
+        tp = round_up(max(len(p) for p in prompts), self.prompt_bucket)
         ids = np.full((b, tp), self.pad_id, np.int32)
         mask = np.zeros((b, tp), np.int32)
         for i, p in enumerate(prompts):

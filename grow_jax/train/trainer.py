@@ -199,7 +199,7 @@ def run_sft_phase(run: Run) -> TrainState:
         nonlocal n_img
         if n_img is None:
             n_img = image_token_count(rec["frame"].shape, mcfg)
-        prompt = agent.prompt_ids(rec["instruction"], (), 1, n_img)
+        prompt = agent.prompt_ids(rec["instruction"], (), n_img)
         target = np.asarray(agent.encode(rec["action"]), np.int32)[:c.agent.max_new_tokens]
         ids = np.concatenate([prompt, target])
         k = len(target)
