@@ -203,6 +203,9 @@ def test_bucketing_compiles_few_shapes():
         assert len(toks) == n
     assert sampler.compiled_shapes() <= 2
     assert sampler._fn._cache_size() == sampler.compiled_shapes()
+    # a new Sampler for the same graph and settings reuses the compiled program
+    again = Sampler(model, SamplingParams(max_new_tokens=5, temperature=1.0, top_k=7))
+    assert again._fn is sampler._fn
 
 
 def test_prepare_rejects_mismatched_images():
