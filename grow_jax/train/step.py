@@ -158,7 +158,9 @@ class Learner:
     """Holds the model's graph, the optimizer and the jitted step for one mesh.
 
     `learner.step(state, batches)` runs `train_step` compiled with the state's shardings
-    as in/out shardings (donated) and batch shardings over (data, fsdp).
+    as in/out shardings (donated) and batch shardings over (data, fsdp). `init_state()`
+    without params starts from the model's own arrays, which the first step donates: after
+    it, use `learner.model(state)`, not the model object given here.
     """
 
     def __init__(self, model, tx: optax.GradientTransformation, cfg: LossConfig, mesh):

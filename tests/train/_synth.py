@@ -29,13 +29,22 @@ def image_block(cfg: Qwen2VLConfig, frame: np.ndarray) -> np.ndarray:
     v = cfg.vision
     n = (frame.shape[0] // v.patch_size) * (frame.shape[1] // v.patch_size)
     n //= v.spatial_merge_size**2
-    return np.asarray([cfg.vision_start_token_id] + [cfg.image_token_id] * n
-                      + [cfg.vision_end_token_id], np.int32)
+    return np.asarray(
+        [cfg.vision_start_token_id] + [cfg.image_token_id] * n + [cfg.vision_end_token_id], np.int32
+    )
 
 
-def make_trajectory(rng: np.random.Generator, cfg: Qwen2VLConfig, horizon: int, *,
-                    frame_hw=(28, 28), text_len: int = 6, action_len=(1, 3),
-                    full_history: bool = False, task_id: str = "synthetic") -> Trajectory:
+def make_trajectory(
+    rng: np.random.Generator,
+    cfg: Qwen2VLConfig,
+    horizon: int,
+    *,
+    frame_hw=(28, 28),
+    text_len: int = 6,
+    action_len=(1, 3),
+    full_history: bool = False,
+    task_id: str = "synthetic",
+) -> Trajectory:
     """An episode of `horizon` decisions with random frames, prompt text and action tokens.
 
     full_history=False: each prompt is instruction + the current frame (GROW's agent).
@@ -51,9 +60,22 @@ def make_trajectory(rng: np.random.Generator, cfg: Qwen2VLConfig, horizon: int, 
         prompt = np.concatenate([context if full_history else instr, turn]).astype(np.int32)
         k = int(rng.integers(action_len[0], action_len[1] + 1))
         action = rng.integers(1, TEXT_VOCAB, k).astype(np.int32)
-        steps.append(Step(frame=frame, prompt_ids=prompt, action_ids=action,
-                          logprobs=-rng.random(k).astype(np.float32),
-                          reward=float(t == horizon - 1)))
+        steps.append(
+            Step(
+                frame=frame,
+                prompt_ids=prompt,
+                action_ids=action,
+                logprobs=-rng.random(k).astype(np.float32),
+                reward=float(t == horizon - 1),
+            )
+        )
         context = np.concatenate([prompt, action])
-    return Trajectory(task_id=task_id, instruction="synthetic", seed=0, group=0, steps=steps,
-                      success=True, terminated=True)
+    return Trajectory(
+        task_id=task_id,
+        instruction="synthetic",
+        seed=0,
+        group=0,
+        steps=steps,
+        success=True,
+        terminated=True,
+    )

@@ -29,8 +29,9 @@ def _ids_per_update(batch):
     """Sample tags of the real rows (left padding: a row's first real token is its tag)."""
     t = batch["input_ids"].shape[-1]
     tags = []
-    for row_ids, row_mask in zip(batch["input_ids"].reshape(-1, t),
-                                 batch["attention_mask"].reshape(-1, t)):
+    for row_ids, row_mask in zip(
+        batch["input_ids"].reshape(-1, t), batch["attention_mask"].reshape(-1, t)
+    ):
         if row_mask.any():
             tags.append(int(row_ids[np.argmax(row_mask)]))
     return tags

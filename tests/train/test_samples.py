@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from grow_jax.data.samples import (BatchShape, collate, conversation_sample,
-                                   decision_samples)
+from grow_jax.data.samples import BatchShape, collate, conversation_sample, decision_samples
 from grow_jax.rollout.types import Step, Trajectory
 from grow_jax.train.step import action_logits
 
@@ -20,11 +19,16 @@ def _hand_trajectory(full_history: bool) -> Trajectory:
     f0, f1 = (rng.integers(0, 256, (28, 28, 3), dtype=np.uint8) for _ in range(2))
     p0 = np.concatenate([[7, 8], image_block(CFG, f0), [9]]).astype(np.int32)  # 6 tokens
     a0 = np.asarray([11, 12], np.int32)
-    p1 = (np.concatenate([p0, a0, image_block(CFG, f1), [10]]) if full_history
-          else np.concatenate([[7, 8], image_block(CFG, f1), [10]])).astype(np.int32)
+    p1 = (
+        np.concatenate([p0, a0, image_block(CFG, f1), [10]])
+        if full_history
+        else np.concatenate([[7, 8], image_block(CFG, f1), [10]])
+    ).astype(np.int32)
     a1 = np.asarray([13, 14, 15], np.int32)
-    steps = [Step(f0, p0, a0, np.asarray([-0.1, -0.2], np.float32)),
-             Step(f1, p1, a1, np.asarray([-0.3, -0.4, -0.5], np.float32), reward=1.0)]
+    steps = [
+        Step(f0, p0, a0, np.asarray([-0.1, -0.2], np.float32)),
+        Step(f1, p1, a1, np.asarray([-0.3, -0.4, -0.5], np.float32), reward=1.0),
+    ]
     return Trajectory("hand", "go", 0, 0, steps)
 
 
@@ -52,7 +56,8 @@ def test_conversation_sample_hand_checked():
     s = conversation_sample(tr, np.asarray([2.0, 3.0], np.float32), CFG)
     # p0 (6) + a0 (2) + image block (3) + [10] (1) = p1 (12 tokens), then a1 (3)
     np.testing.assert_array_equal(
-        s.input_ids, [7, 8, 502, 500, 503, 9, 11, 12, 502, 500, 503, 10, 13, 14, 15])
+        s.input_ids, [7, 8, 502, 500, 503, 9, 11, 12, 502, 500, 503, 10, 13, 14, 15]
+    )
     np.testing.assert_array_equal(s.target_pos, [5, 6, 11, 12, 13])
     np.testing.assert_array_equal(s.input_ids[s.target_pos + 1], [11, 12, 13, 14, 15])
     np.testing.assert_array_equal(s.advantages, [2, 2, 3, 3, 3])
@@ -74,8 +79,9 @@ def _samples(seed=0, n_traj=3, horizon=3, frame_hw=(28, 28), action_len=(1, 3)):
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n_traj):
-        tr = make_trajectory(rng, CFG, horizon, frame_hw=frame_hw, text_len=3 + 2 * i,
-                             action_len=action_len)
+        tr = make_trajectory(
+            rng, CFG, horizon, frame_hw=frame_hw, text_len=3 + 2 * i, action_len=action_len
+        )
         out += decision_samples(tr, rng.normal(size=horizon).astype(np.float32), CFG)
     return out
 
@@ -94,14 +100,16 @@ def test_collate_left_pads_and_targets_are_next_tokens():
         np.testing.assert_array_equal(b["position_ids"][:, i, off:], s.position_ids)
         k = len(s.target_pos)
         np.testing.assert_array_equal(b["target_pos"][i, :k], s.target_pos + off)
-        np.testing.assert_array_equal(b["targets"][i, :k], b["input_ids"][i, s.target_pos + off + 1])
+        np.testing.assert_array_equal(
+            b["targets"][i, :k], b["input_ids"][i, s.target_pos + off + 1]
+        )
         np.testing.assert_array_equal(b["targets"][i, :k], s.input_ids[s.target_pos + 1])
         assert not b["targets"][i, k:].any()
         np.testing.assert_array_equal(b["loss_mask"][i], np.arange(shape.targets) < k)
         np.testing.assert_array_equal(b["advantages"][i, :k], s.advantages)
         np.testing.assert_array_equal(b["old_logprobs"][i, :k], s.old_logprobs)
     for key in ("input_ids", "attention_mask", "loss_mask", "advantages"):  # padding rows
-        assert not b[key][len(samples):].any(), key
+        assert not b[key][len(samples) :].any(), key
     with pytest.raises(ValueError, match="do not fit a batch"):
         collate(samples, BatchShape(2, shape.seq, shape.targets, shape.images), CFG)
 
@@ -142,5 +150,4 @@ def test_batched_action_logits_match_single_sample_forward(frames):
     for i, s in enumerate(samples):
         full = model(s.input_ids[None], s.pixel_values, s.image_grid_thw)[0]
         k = len(s.target_pos)
-        np.testing.assert_allclose(got[i, :k], np.asarray(full)[s.target_pos], atol=1e-5,
-                                   rtol=1e-5)
+        np.testing.assert_allclose(got[i, :k], np.asarray(full)[s.target_pos], atol=1e-5, rtol=1e-5)

@@ -47,14 +47,14 @@ SHAPE = BatchShape(8, 32, 3, BatchShape.fit(_samples(8), 8).images)
 def _batch(samples, batch=8, accumulation=1):
     """Samples -> one stacked [1, A, batch, ...] update."""
     shape = dataclasses.replace(SHAPE, batch=batch)
-    micro = [collate(samples[i:i + batch], shape, CFG) for i in range(0, len(samples), batch)]
+    micro = [collate(samples[i : i + batch], shape, CFG) for i in range(0, len(samples), batch)]
     return stack_micro_batches(micro, accumulation)
 
 
-def _learner(mesh, cfg=LossConfig(), opt=None):
+def _learner(mesh, cfg=None, opt=None):
     model = sharding.shard_model(tiny_model(CFG), mesh)
     params = nnx.state(model, nnx.Param)
-    return Learner(model, make_optimizer(opt or Opt(), params), cfg, mesh)
+    return Learner(model, make_optimizer(opt or Opt(), params), cfg or LossConfig(), mesh)
 
 
 def _fresh_state(learner):
@@ -84,7 +84,7 @@ def _assert_trees_close(a, b, atol):
 
 def test_one_device_and_eight_device_mesh_agree(learner1, learner8):
     samples = _samples(24)
-    batches = [_batch(samples[i * 8:(i + 1) * 8]) for i in range(3)]
+    batches = [_batch(samples[i * 8 : (i + 1) * 8]) for i in range(3)]
     results = {}
     for name, learner in (("1", learner1), ("8", learner8)):
         state = _fresh_state(learner)
@@ -127,7 +127,8 @@ def test_ratio_is_one_on_policy(learner8):
         logits = np.asarray(model(s.input_ids[None], s.pixel_values, s.image_grid_thw)[0])
         logp = jax.nn.log_softmax(logits[s.target_pos], -1)
         s.old_logprobs = np.asarray(
-            jnp.take_along_axis(logp, s.input_ids[s.target_pos + 1, None], -1)[:, 0])
+            jnp.take_along_axis(logp, s.input_ids[s.target_pos + 1, None], -1)[:, 0]
+        )
     _, m = learner8.step(_fresh_state(learner8), _batch(samples))
     assert abs(float(m["ratio_mean"]) - 1) < 1e-5
     assert float(m["clip_frac"]) == 0.0
@@ -156,8 +157,9 @@ def test_sft_lowers_nll():
 
 
 def test_freeze_vision_keeps_vision_params_bit_identical():
-    learner = _learner(sharding.make_mesh(devices=jax.devices()[:1]),
-                       opt=Opt(lr=1e-2, freeze_vision=True))
+    learner = _learner(
+        sharding.make_mesh(devices=jax.devices()[:1]), opt=Opt(lr=1e-2, freeze_vision=True)
+    )
     state = learner.init_state()
     before = _host(state.params)
     state, _ = learner.step(state, _batch(_samples(8, seed=4)))
