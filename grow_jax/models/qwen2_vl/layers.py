@@ -26,11 +26,24 @@ ACTIVATIONS = {
 }
 
 
+class Linear(nnx.Linear):
+    """nnx.Linear applied to inputs flattened to 2-D.
+
+    Same parameters as nnx.Linear. On XLA:CPU the weight gradient of a [B, T, D] @ [D, F]
+    product (a contraction over two batch-like dims) compiles to a loop ~3x slower than
+    the plain [B*T, D] GEMM; flattening first is exact and makes training ~2x faster here.
+    """
+
+    def __call__(self, x):
+        lead = x.shape[:-1]
+        return super().__call__(x.reshape(-1, x.shape[-1])).reshape(*lead, -1)
+
+
 def linear(
     d_in: int, d_out: int, axes: tuple, *, bias: bool, dtype, param_dtype, rngs: nnx.Rngs
 ) -> nnx.Linear:
-    """nnx.Linear (kernel [in, out]) with logical axes on kernel and bias."""
-    return nnx.Linear(
+    """Linear (kernel [in, out]) with logical axes on kernel and bias."""
+    return Linear(
         d_in,
         d_out,
         use_bias=bias,
