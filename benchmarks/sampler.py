@@ -212,7 +212,9 @@ def render(results: dict) -> str:
             f"{s['torch_threads']} threads), jax {s['jax']}, on {s['machine']}. Batch of "
             f"{s['batch']} image prompts ({s['image_hw']}x{s['image_hw']} images, left-padded), "
             f"greedy, exactly {s['new_tokens']} new tokens, same weights; medians of "
-            f"{s['repeats']} interleaved runs. Decode tokens/s = B*(N-1) / (t_N - t_1)."
+            f"{s['repeats']} interleaved runs. Decode tokens/s = B*(N-1) / (t_N - t_1). "
+            f"Load average (start / end): {s['load_avg_start']} / {s['load_avg_end']} on "
+            f"{os.cpu_count()} CPUs (above ~1 means other processes shared the cores)."
         ),
         "",
         "| model | params | side | prefill s | total s | e2e tok/s | decode tok/s | compile s |",
@@ -246,7 +248,9 @@ def render(results: dict) -> str:
         (
             "Compile s: first call incl. compilation, for the 1-token and the N-token "
             "shapes. Greedy tokens can differ where random weights give near-tied logits "
-            "(float32 op-order differences)."
+            "(float32 op-order differences). PyTorch's 2 OpenMP threads slow down far more "
+            "than XLA when other processes share the cores, so ratios measured under load "
+            "overstate the idle-machine speed-up."
         ),
         "",
     ]
