@@ -85,6 +85,7 @@ def get_config() -> ml_collections.ConfigDict:
     r.warmup_steps = 10  # linear warm-up steps to the peak learning rate
     r.weight_decay = 0.0  # AdamW weight decay
     r.grad_clip = 1.0  # global gradient-norm clip; 0 disables
+    r.freeze_vision = False  # keep the vision tower fixed (RL and SFT)
     r.accumulation = 1  # micro-batches per optimizer step (the minibatch split this many ways)
     r.init_checkpoint = placeholder(str)  # workdir (sft / import_hf) whose params start RL
 

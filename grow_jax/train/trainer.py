@@ -150,21 +150,26 @@ def sft_config_view(config):
     """The optimizer settings of the SFT phase (shape expected by make_optimizer)."""
     s = config.sft
     return _Opt(lr=s.lr, warmup_steps=s.warmup_steps, total_steps=s.steps,
-                grad_clip=s.grad_clip, schedule="constant")
+                grad_clip=s.grad_clip, schedule="constant",
+                freeze_vision=config.rl.freeze_vision)
 
 
 def rl_config_view(config):
     r = config.rl
     return _Opt(lr=r.lr, warmup_steps=r.warmup_steps, total_steps=10**9,
-                grad_clip=r.grad_clip, schedule="constant", weight_decay=r.weight_decay)
+                grad_clip=r.grad_clip, schedule="constant", weight_decay=r.weight_decay,
+                freeze_vision=r.freeze_vision)
 
 
 class _Opt:
-    def __init__(self, lr, warmup_steps, total_steps, grad_clip, schedule, weight_decay=0.0):
+    """The optimizer settings `make_optimizer` reads, for one phase."""
+
+    def __init__(self, lr, warmup_steps, total_steps, grad_clip, schedule, weight_decay=0.0,
+                 freeze_vision=False):
         self.lr, self.warmup_steps, self.total_steps = lr, warmup_steps, total_steps
         self.grad_clip, self.schedule, self.weight_decay = grad_clip, schedule, weight_decay
         self.final_lr_ratio, self.b1, self.b2, self.eps = 0.1, 0.9, 0.999, 1e-8
-        self.freeze_vision = False
+        self.freeze_vision = freeze_vision
 
 
 def demo_path(run: Run) -> str:
