@@ -45,7 +45,8 @@ def shown_steps(traj: Trajectory, history: int) -> list[Step]:
 class RolloutStats:
     env_steps: int = 0
     decisions: int = 0
-    sample_s: float = 0.0  # time inside the sampler (incl. host batching)
+    prep_s: float = 0.0  # prompts and image patches (host)
+    sample_s: float = 0.0  # the sampler call (host batching + jitted prefill/decode)
     env_s: float = 0.0  # time stepping envs
     total_s: float = 0.0
 
@@ -102,9 +103,11 @@ def run_episodes(pool, agent: Agent, sampler, params, *, seeds: Sequence[int],
             prompts.append(ids)
             images.append(encode_images([st.frame for st in shown] + [obs[i]["image"]], mcfg,
                                         fit_mode))
+        t1 = time.perf_counter()
+        stats.prep_s += t1 - t0
         rng, sub = jax.random.split(rng)
         tokens, logps = sampler.sample(params, prompts, images, rng=sub)
-        stats.sample_s += time.perf_counter() - t0
+        stats.sample_s += time.perf_counter() - t1
         actions, decoded = [], []
         for j, i in enumerate(live):
             action, valid, text = agent.decode(tokens[j])
