@@ -43,10 +43,10 @@ def get_config():
     g.entropy_coef = 0.0  # a bonus over the full vocabulary spreads mass onto non-actions
     g.drop_zero_advantage = True
     r = c.rl
-    r.iterations = 100
+    r.iterations = 60
     r.group_size = 16
     r.groups_per_iter = 16
-    r.epochs = 2
+    r.epochs = 4  # 2 epochs: 37% after 20 iterations; 4 epochs: 57% (300 eval episodes)
     r.minibatch_size = 512
     r.lr = 5e-4
     r.warmup_steps = 0
