@@ -11,6 +11,7 @@ killed at any point and restarted from its last checkpoint replays the same iter
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -89,6 +90,10 @@ class Run:
                             top_p=a.top_p, stop_token_ids=tuple(self.agent.stop_ids),
                             suppress_token_ids=self.suppressed)
         return Sampler(self.model, sp, mesh=self.mesh, pad_id=self.pad_id)
+
+    @functools.cached_property
+    def eval_sampler(self) -> Sampler:
+        return self.sampler(greedy=self.config.eval.greedy)
 
     def learner(self, kind: str, opt_cfg) -> Learner:
         g = self.config.algo
@@ -262,7 +267,7 @@ def run_evaluation(run: Run, params, iteration: int, env_steps: int, final: bool
     n_env = min(c.eval.num_envs, c.eval.episodes * len(tasks))
     per_env = [tasks[i % len(tasks)] for i in range(n_env)]
     pool = run.pool("eval", per_env)
-    sampler = run._eval_sampler
+    sampler = run.eval_sampler
     key = jax.random.fold_in(jax.random.key(c.seed + 1), iteration)
     report, trajs = evaluate(pool, run.agent, sampler, params,
                              episodes_per_task=c.eval.episodes,
@@ -320,7 +325,6 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
         extra = run.ckpt.read_extra(latest) or {}
         state = TrainState(nnx.state(run.model, nnx.Param), None, None, None)
         params = run.restore_params(state, step=latest)
-        run._eval_sampler = run.sampler(greedy=config.eval.greedy)
         report = run_evaluation(run, params, int(extra.get("iteration", latest)),
                                 int(extra.get("env_steps", 0)), final=True, log=False)
         print(f"[eval] {report['episodes']} episodes: success {100 * report['success_rate']:.1f}%"
@@ -344,7 +348,6 @@ def _train(run: Run):
     r = c.rl
     learner = run.learner("policy", rl_config_view(c))
     state = learner.init_state(seed=c.seed)
-    run._eval_sampler = run.sampler(greedy=c.eval.greedy)
     sampler = run.sampler()
     latest = run.ckpt.latest_step()
     extra = run.ckpt.read_extra(latest) if latest is not None else None
