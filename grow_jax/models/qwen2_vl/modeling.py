@@ -36,6 +36,18 @@ def init_cache(config: Qwen2VLConfig, batch: int, max_len: int, dtype=None) -> C
     ]
 
 
+def take_rows(x, rows):
+    """x [B, T, ...] at positions rows [B, K] -> [B, K, ...]."""
+    idx = rows.astype(jnp.int32).reshape(rows.shape + (1,) * (x.ndim - 2))
+    return jnp.take_along_axis(x, idx, axis=1)
+
+
+def causal_mask(q_slot, k_slot, valid):
+    """[B, 1, Tq, S]: query at slot q_slot ([Tq] or [B, Tq]) sees valid keys at slots <= its own."""
+    q_slot = jnp.broadcast_to(q_slot, (valid.shape[0], q_slot.shape[-1]))
+    return ((k_slot[None, None, :] <= q_slot[:, :, None]) & valid[:, None, :])[:, None]
+
+
 def mrope_cos_sin(position_ids, t: TextConfig, dtype):
     """cos, sin [B, T, head_dim] from M-RoPE ids [3, B, T]: frequency band i uses axis sel[i]."""
     hd = t.head_dim
@@ -59,14 +71,18 @@ class Attention(nnx.Module):
         self.o_proj = linear(n * hd, d, ("heads", "embed"), bias=False, **kw)
         self.shape = (n, k, hd)
 
-    def __call__(self, x, cos, sin, mask, kv=None, cache_pos=None):
+    def __call__(self, x, cos, sin, mask, kv=None, cache_pos=None, rows=None):
+        """Keys/values from all T positions; queries (and the output) only at `rows`
+        (int [B, K]) if given, with `mask` [B, 1, K, S] for those rows."""
         B, T, _ = x.shape
         n, k, hd = self.shape
-        q = self.q_proj(x).reshape(B, T, n, hd)
         key = self.k_proj(x).reshape(B, T, k, hd)
         val = self.v_proj(x).reshape(B, T, k, hd)
-        q = apply_rotary(q, cos[:, :, None], sin[:, :, None])
         key = apply_rotary(key, cos[:, :, None], sin[:, :, None])
+        if rows is not None:
+            x, cos, sin = (take_rows(a, rows) for a in (x, cos, sin))
+        q = self.q_proj(x).reshape(B, x.shape[1], n, hd)
+        q = apply_rotary(q, cos[:, :, None], sin[:, :, None])
         new_kv = None
         if kv is not None:
             start = (0, cache_pos, 0, 0)
@@ -75,7 +91,7 @@ class Attention(nnx.Module):
             new_kv = {"k": key, "v": val}
             key, val = key.astype(q.dtype), val.astype(q.dtype)
         out = jax.nn.dot_product_attention(q, key, val, mask=mask, scale=hd**-0.5)
-        return self.o_proj(out.reshape(B, T, n * hd)), new_kv
+        return self.o_proj(out.reshape(B, q.shape[1], n * hd)), new_kv
 
 
 class MLP(nnx.Module):
@@ -101,8 +117,11 @@ class DecoderLayer(nnx.Module):
         )
         self.mlp = MLP(t, **kw)
 
-    def __call__(self, x, cos, sin, mask, kv=None, cache_pos=None):
-        h, new_kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, kv, cache_pos)
+    def __call__(self, x, cos, sin, mask, kv=None, cache_pos=None, rows=None):
+        """Output [B, T, D], or [B, K, D] at `rows` only (see Attention)."""
+        h, new_kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, kv, cache_pos, rows)
+        if rows is not None:
+            x = take_rows(x, rows)
         x = x + h
         return x + self.mlp(self.post_attention_layernorm(x)), new_kv
 
@@ -150,7 +169,8 @@ class Qwen2VL(nnx.Module):
 
         `logits_at` (int [B, K], optional): compute logits only at these positions and
         return [B, K, V]; training needs them only where action tokens are predicted, and
-        the output layer is the largest matmul of a small model.
+        the output layer is the largest matmul of a small model. The last decoder layer then
+        also runs its queries, attention output and MLP at those positions only.
         """
         c, t = self.config, self.config.text
         dtype = dtype_of(c.dtype)
@@ -169,7 +189,7 @@ class Qwen2VL(nnx.Module):
         if cache is None:
             if valid.shape != (B, T):
                 raise ValueError(f"attention_mask must be [B, T] = {(B, T)}, got {valid.shape}")
-            q_slot = jnp.arange(T)
+            start = 0
             k_slot = jnp.arange(T)
         else:
             L = cache[0]["k"].shape[1]
@@ -179,17 +199,29 @@ class Qwen2VL(nnx.Module):
                 )
             if cache_pos is None:
                 raise ValueError("forward: cache given without cache_pos")
-            q_slot = cache_pos + jnp.arange(T)
+            start = cache_pos
             k_slot = jnp.arange(L)
-        mask = (k_slot[None, :] <= q_slot[:, None])[None, None] & valid[:, None, None, :]
+        mask = causal_mask(start + jnp.arange(T), k_slot, valid)
 
+        # Only the logits rows feed the output, so the last layer computes queries, attention
+        # output and MLP at those rows only (keys/values still cover every position).
+        rows = None if logits_at is None else logits_at.astype(jnp.int32)
         new_cache = None if cache is None else []
         for i, layer in enumerate(self.layers):
-            x, kv = layer(x, cos, sin, mask, None if cache is None else cache[i], cache_pos)
+            last = rows is not None and i == len(self.layers) - 1
+            x, kv = layer(
+                x,
+                cos,
+                sin,
+                causal_mask(start + rows, k_slot, valid) if last else mask,
+                None if cache is None else cache[i],
+                cache_pos,
+                rows if last else None,
+            )
             if cache is not None:
                 new_cache.append(kv)
-        if logits_at is not None:
-            x = jnp.take_along_axis(x, logits_at[..., None].astype(jnp.int32), axis=1)
+        if rows is not None and not len(self.layers):
+            x = take_rows(x, rows)
         x = self.norm(x)
         if t.tie_word_embeddings:
             logits = self.embed_tokens.attend(x)
