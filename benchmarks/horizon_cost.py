@@ -26,11 +26,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import write_section  # benchmarks/_common.py (the script dir is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "horizon_cost.json"
 PLOT = ROOT / "docs" / "horizon_cost.png"
-DOC = ROOT / "docs" / "performance.md"
 SECTION = "## GROW vs grpo_traj cost per horizon"
 
 MODEL = {
@@ -302,19 +302,8 @@ def observations(r: dict) -> str:
 
 
 def write_doc(text: str) -> None:
-    """Replaces only this script's section of docs/performance.md (created if missing)."""
-    doc = DOC.read_text() if DOC.exists() else "# Performance\n"
-    lines = doc.splitlines()
-    start = next((i for i, ln in enumerate(lines) if ln.strip() == SECTION), None)
-    if start is None:
-        new = doc.rstrip("\n") + "\n\n" + text
-    else:
-        end = next(
-            (j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines)
-        )
-        tail = "\n".join(lines[end:])
-        new = "\n".join(lines[:start]) + "\n" + text + ("\n" + tail if tail else "")
-    DOC.write_text(new.rstrip("\n") + "\n")
+    """Replaces only this script's section of docs/performance.md."""
+    write_section(SECTION, text)
 
 
 def main(argv=None):
@@ -333,7 +322,7 @@ def main(argv=None):
         RESULTS.write_text(json.dumps(r, indent=1) + "\n")
         plot(r)
         write_doc(section(r))
-        print(f"wrote {RESULTS}, {PLOT} and the '{SECTION}' section of {DOC}")
+        print(f"wrote {RESULTS}, {PLOT} and the '{SECTION}' section of docs/performance.md")
 
 
 if __name__ == "__main__":

@@ -17,12 +17,11 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "configs"))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from _docs import write_section  # noqa: E402
+from _common import write_section  # noqa: E402
 
 HEADING = "## Rollout loop"
 

@@ -25,32 +25,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import MODEL_100M, write_section  # benchmarks/_common.py (the script dir is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "sampler.json"
-DOC = ROOT / "docs" / "performance.md"
 SECTION = "## Sampler"
 
 # name -> Qwen2VLConfig.tiny overrides
 SIZES = {
     "tiny": {},
-    "100m": {
-        "vocab_size": 32000,
-        "hidden_size": 640,
-        "intermediate_size": 1728,
-        "num_hidden_layers": 10,
-        "num_attention_heads": 10,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 4096,
-        "vision_depth": 4,
-        "embed_dim": 384,
-        "vision_num_heads": 6,
-        "vision_mlp_ratio": 4,
-        "image_token_id": 31990,
-        "video_token_id": 31991,
-        "vision_start_token_id": 31992,
-        "vision_end_token_id": 31993,
-    },
+    "100m": MODEL_100M,
 }
 
 
@@ -257,20 +241,9 @@ def render(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write_doc(section: str) -> None:
-    """Replaces only the Sampler section of docs/performance.md (created if missing)."""
-    text = DOC.read_text() if DOC.exists() else "# Performance\n"
-    lines = text.splitlines()
-    start = next((i for i, ln in enumerate(lines) if ln.strip() == SECTION), None)
-    if start is None:
-        new = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next(
-            (j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines)
-        )
-        tail = "\n".join(lines[end:])
-        new = "\n".join(lines[:start]) + "\n" + section + ("\n" + tail if tail else "")
-    DOC.write_text(new.rstrip("\n") + "\n")
+def write_doc(text: str) -> None:
+    """Replaces only this script's section of docs/performance.md."""
+    write_section(SECTION, text)
 
 
 def main(argv=None):

@@ -1,4 +1,5 @@
-"""Shared by the benchmark scripts: regenerate one section of docs/performance.md."""
+"""Shared by the benchmark scripts: the ~100M-parameter model they compare on, and the
+regeneration of one section of docs/performance.md."""
 
 from __future__ import annotations
 
@@ -21,3 +22,24 @@ def write_section(heading: str, body: str) -> None:
         tail = "\n".join(lines[end:])
         new = "\n".join(lines[:start]) + "\n" + body + ("\n" + tail if tail else "")
     DOC.write_text(new.rstrip("\n") + "\n")
+
+
+# Qwen2VLConfig.tiny(**overrides) of the "near 100M parameters" model (94.9M) that the
+# sampler and train-step benchmarks compare against transformers.
+MODEL_100M = {
+    "vocab_size": 32000,
+    "hidden_size": 640,
+    "intermediate_size": 1728,
+    "num_hidden_layers": 10,
+    "num_attention_heads": 10,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 4096,
+    "vision_depth": 4,
+    "embed_dim": 384,
+    "vision_num_heads": 6,
+    "vision_mlp_ratio": 4,
+    "image_token_id": 31990,
+    "video_token_id": 31991,
+    "vision_start_token_id": 31992,
+    "vision_end_token_id": 31993,
+}
