@@ -35,29 +35,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import DOC, MODEL_100M, write_section  # benchmarks/_common.py
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "train_step.json"
-DOC = ROOT / "docs" / "performance.md"
 SECTION = "## Train step"
-
-MODEL = {
-    "vocab_size": 32000,
-    "hidden_size": 640,
-    "intermediate_size": 1728,
-    "num_hidden_layers": 10,
-    "num_attention_heads": 10,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 4096,
-    "vision_depth": 4,
-    "embed_dim": 384,
-    "vision_num_heads": 6,
-    "vision_mlp_ratio": 4,
-    "image_token_id": 31990,
-    "video_token_id": 31991,
-    "vision_start_token_id": 31992,
-    "vision_end_token_id": 31993,
-}
 
 
 def tiny_cpu_config():
@@ -304,7 +286,7 @@ def setup(size: str, batch_size: int):
         return config, tmodel, model, make_tiny_samples(config, tok, batch_size)
     from grow_jax.models.qwen2_vl.config import Qwen2VLConfig
 
-    config = Qwen2VLConfig.tiny(**MODEL)
+    config = Qwen2VLConfig.tiny(**MODEL_100M)
     tmodel, model = build(config)
     return config, tmodel, model, make_samples(config, batch_size, 56)
 
@@ -478,22 +460,6 @@ def roofline_note(r: dict) -> str:
     )
 
 
-def write_doc(text: str) -> None:
-    """Replaces only this script's section of docs/performance.md (created if missing)."""
-    doc = DOC.read_text() if DOC.exists() else "# Performance\n"
-    lines = doc.splitlines()
-    start = next((i for i, ln in enumerate(lines) if ln.strip() == SECTION), None)
-    if start is None:
-        new = doc.rstrip("\n") + "\n\n" + text
-    else:
-        end = next(
-            (j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines)
-        )
-        tail = "\n".join(lines[end:])
-        new = "\n".join(lines[:start]) + "\n" + text + ("\n" + tail if tail else "")
-    DOC.write_text(new.rstrip("\n") + "\n")
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", default="100m,tiny", help="comma-separated: 100m, tiny")
@@ -508,14 +474,14 @@ def main(argv=None):
     )
     args = p.parse_args(argv)
     if args.doc_only:
-        write_doc(section(json.loads(RESULTS.read_text())))
+        write_section(SECTION, section(json.loads(RESULTS.read_text())))
         return
     r = {size: run(size, args) for size in args.sizes.split(",")}
     print(json.dumps(r, indent=1))
     if not args.no_write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(r, indent=1) + "\n")
-        write_doc(section(r))
+        write_section(SECTION, section(r))
         print(f"wrote {RESULTS} and the '{SECTION}' section of {DOC}")
 
 
