@@ -133,13 +133,6 @@ def batch_shardings(mesh, batch: dict) -> dict:
     return {k: spec(k, v) for k, v in batch.items()}
 
 
-def check_divisible(mesh, batch_size: int, what: str = "batch size"):
-    n = mesh.shape["data"] * mesh.shape["fsdp"]
-    if batch_size % n:
-        raise ValueError(f"{what} {batch_size} must be divisible by data*fsdp = {n} of mesh "
-                         f"{dict(mesh.shape)}")
-
-
 def opt_state_shardings(tx: optax.GradientTransformation, params, mesh):
     """Shardings for `tx.init(params)`: a leaf that mirrors a parameter (Adam moments: same
     shape, path ending in the parameter's path) is sharded like it; the rest is replicated."""

@@ -230,8 +230,6 @@ def run_sft_phase(run: Run) -> TrainState:
     while done < s.steps:
         m = min(per_call, s.steps - done)
         stacked = stack_micro_batches([batches[done + i] for i in range(m)], 1)
-        stacked = {k: v.reshape((m,) + v.shape[1:]).reshape((m, 1) + v.shape[2:])
-                   for k, v in stacked.items()}
         state, metrics = learner.step(state, stacked)
         done += m
         row = dict(phase="sft", step=done, sft_samples=len(samples),
