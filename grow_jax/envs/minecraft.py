@@ -1,12 +1,17 @@
-"""Minecraft (OpenHA task suite) over MineRL 0.4-style envs, with a fake for tests.
+"""Minecraft (the OpenHA task suite): the task table, JARVIS-VLA actions and `make_env`.
 
-Env actions are JARVIS-VLA group values: an int array [chunk, 12] (or [12]), one row per
-low-level (50 ms) action; `MineRLEnv.step` runs every row, so one decision = `chunk` ticks.
+The simulator is MineStudio (grow_jax.envs.minestudio; a fake on its interface for tests).
+Env actions are JARVIS-VLA group values: an int array [k, 12] (or [12]), one row per
+low-level (50 ms) action, k <= actions_per_decision (4); MineStudio takes them as the
+MineRL-format dict actions of its action_type "env" (`groups_to_minerl`).
 Groups, in order, with their number of values (`BASES`):
   hotbar (0 = none, k = hotbar.k), forward/back (0, forward, back), left/right (0, left, right),
   sprint/sneak (0, sprint, sneak), use, drop, attack, jump, camera flag, inventory (0/1),
   camera pitch and yaw (21 mu-law bins, mu=20, +-10 degrees; bin 10 = no motion).
 Opposite keys pressed together (forward+back, left+right, sprint+sneak) encode as 0.
+The inventory group opens and closes the GUI (MineStudio's "inventory" key). MineStudio's
+engine has no drop key: the "drop" entry of the dict is ignored there (JARVIS-VLA, also
+trained on MineStudio, has the group all the same).
 """
 
 from __future__ import annotations
@@ -17,10 +22,9 @@ import importlib.resources
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 
-from grow_jax.envs.base import Task, make_obs
+from grow_jax.envs.base import Task
 
 SUITE = "minecraft"
 DEFAULT_MAX_STEPS = 300  # decisions (= 1200 ticks = 60 s with chunk 4)
@@ -46,7 +50,7 @@ _VERBS = {
     "kill_entity": "kill",
 }
 TSV_FIELDS = ("task", "spawn_file", "family", "goal", "tools", "needs", "init_inventory", "seed",
-              "position", "label")  # fmt: skip
+              "position", "label", "commands")  # fmt: skip
 
 
 # ---------------------------------------------------------------- tasks
@@ -117,6 +121,7 @@ def make_tasks(
             if row["position"]
             else (),
             "label": row["label"],
+            "commands": tuple(c for c in row["commands"].split("|") if c),
         }
         tasks.append(
             Task(
@@ -155,7 +160,8 @@ def noop_groups() -> np.ndarray:
 
 
 def minerl_to_groups(action: Mapping[str, Any]) -> np.ndarray:
-    """MineRL dict action -> the 12 group values (lowest hotbar key wins)."""
+    """MineRL-format dict action (MineStudio's "env" actions) -> the 12 group values (lowest
+    hotbar key wins)."""
     g = noop_groups()
     pressed = lambda k: bool(np.asarray(action.get(k, 0)).item())
     g[0] = next((k for k in range(1, 10) if pressed(f"hotbar.{k}")), 0)
@@ -171,7 +177,8 @@ def minerl_to_groups(action: Mapping[str, Any]) -> np.ndarray:
 
 
 def groups_to_minerl(groups: Sequence[int]) -> dict[str, Any]:
-    """12 group values -> MineRL dict action (camera (0, 0) unless the camera flag is set)."""
+    """12 group values -> MineRL-format dict action, as MineStudio's action_type "env" takes
+    it (camera (0, 0) unless the camera flag is set)."""
     g = [int(v) for v in groups]
     if len(g) != len(BASES) or any(not 0 <= v < base for v, base in zip(g, BASES)):
         raise ValueError(f"Minecraft group values must be 12 ints within bases {BASES}, got {g}")
@@ -189,134 +196,29 @@ def groups_to_minerl(groups: Sequence[int]) -> dict[str, Any]:
     return act
 
 
-def action_space() -> gym.spaces.Dict:
-    """MineRL 0.4's action space (the subset the JARVIS-VLA groups drive)."""
-    spaces = {k: gym.spaces.Discrete(2) for k in BUTTONS}
-    spaces["camera"] = gym.spaces.Box(-180.0, 180.0, (2,), np.float32)
-    return gym.spaces.Dict(spaces)
-
-
-def observation_space() -> gym.spaces.Dict:
-    return gym.spaces.Dict({"pov": gym.spaces.Box(0, 255, (*FRAME_HW, 3), np.uint8)})
-
-
 # ---------------------------------------------------------------- envs
 
 
-class FakeMinecraftEnv:
-    """MineRL-0.4-shaped stand-in (old gym API): deterministic frames, scripted success.
+def make_env(task: Task, fake: bool = False, actions_per_decision: int = ACTIONS_PER_DECISION,
+             fast_reset: bool = False, backend: Callable[..., Any] | None = None,
+             **unused):  # fmt: skip
+    """Env of a Minecraft task on MineStudio (see grow_jax.envs.minestudio).
 
-    The frame encodes the seed, the tick and the camera angles as colour bands; the task
-    succeeds (reward 1, done) once `attack` has been pressed on `success_after` ticks.
+    fake=True: `FakeMinecraftSim` (no Java, no engine; the goal event fires after 8 attack
+    ticks). backend: a `(world_seed, callbacks) -> simulator` factory replacing the real one.
     """
-
-    def __init__(self, success_after: int = 8):
-        self.action_space = action_space()
-        self.observation_space = observation_space()
-        self.success_after = success_after
-        self._seed = 0
-
-    def seed(self, seed: int | None) -> None:
-        self._seed = 0 if seed is None else int(seed) % (2**31)
-
-    def reset(self):
-        self._tick, self._attacks = 0, 0
-        self._pitch, self._yaw = 0.0, 0.0
-        return {"pov": self._frame()}
-
-    def step(self, action: Mapping[str, Any]):
-        if not self.action_space.contains({k: action[k] for k in self.action_space.spaces}):
-            raise ValueError(f"action outside the MineRL action space: {action}")
-        self._tick += 1
-        self._attacks += int(action["attack"])
-        self._pitch = float(np.clip(self._pitch + action["camera"][0], -90, 90))
-        self._yaw = float((self._yaw + action["camera"][1]) % 360.0)
-        success = self._attacks >= self.success_after
-        return {"pov": self._frame()}, float(success), success, {"success": success}
-
-    def _frame(self) -> np.ndarray:
-        h, w = FRAME_HW
-        frame = np.empty((h, w, 3), np.uint8)
-        horizon = int(np.clip(h / 2 + self._pitch * 2, 0, h))
-        frame[:horizon] = (100 + self._seed % 100, 150, 230)  # sky
-        frame[horizon:] = (80, 60 + self._tick % 100, 40)  # ground
-        cols = (np.arange(w) + int(self._yaw * w / 360.0)) % w
-        frame[h - 20 :, cols < w // 8, :] = 255  # a landmark that moves with yaw
-        frame[:10, : min(w, self._attacks * 10), 0] = 255  # attack progress bar
-        return frame
-
-    def close(self) -> None:
-        pass
-
-
-def _make_minerl_backend(task: Task):
-    """A real MineRL 0.4 HumanSurvival env (640x360). Task set-up (inventory, spawn point)
-    needs MineStudio-style callbacks and is not applied here."""
-    try:
-        from minerl.herobraine.env_specs.human_survival_specs import HumanSurvival
-    except ImportError as e:
-        raise ImportError(
-            f"Minecraft task {task.task_id!r} needs MineRL: `pip install grow_jax[minecraft]`; "
-            "MineRL 0.4.4 also needs Java 8 (a JDK) and downloads the Minecraft game files on "
-            "first launch (internet access required). Tests use FakeMinecraftEnv instead."
-        ) from e
-    return HumanSurvival(resolution=(FRAME_HW[1], FRAME_HW[0])).make()
-
-
-class MineRLEnv:
-    """Adapter: JARVIS-VLA group actions -> MineRL dict actions; pov frame -> observation.
-
-    `backend` is an old-gym-API MineRL-style env (default: a real MineRL env, built lazily).
-    Reward per decision is the sum over its ticks; success = backend info["success"] when
-    given, else a positive reward.
-    """
-
-    def __init__(self, task: Task, backend: Any = None, chunk: int = ACTIONS_PER_DECISION):
-        self.task = task
-        self.chunk = chunk
-        self._backend = backend if backend is not None else _make_minerl_backend(task)
-        self._max_steps = task.max_steps or DEFAULT_MAX_STEPS
-
-    def reset(self, seed: int | None = None):
-        seed = self.task.seed if seed is None else seed
-        self._backend.seed(seed)
-        self._steps = 0
-        return make_obs(self._backend.reset()["pov"], self.task.instruction)
-
-    def step(self, action):
-        rows = np.asarray(action, np.int64).reshape(-1, len(BASES))
-        if rows.shape[0] > self.chunk:
-            raise ValueError(
-                f"at most {self.chunk} low-level actions per decision, got {rows.shape[0]}"
-            )
-        total, done, success, obs = 0.0, False, False, None
-        for row in rows:
-            obs, reward, done, info = self._backend.step(groups_to_minerl(row))
-            total += float(reward)
-            success = bool(info.get("success", reward > 0))
-            if done or success:
-                break
-        self._steps += 1
-        terminated = bool(done or success)
-        truncated = bool(not terminated and self._steps >= self._max_steps)
-        return (
-            make_obs(obs["pov"], self.task.instruction),
-            total,
-            terminated,
-            truncated,
-            {"success": success},
-        )
-
-    def close(self):
-        self._backend.close()
-
-
-def make_env(task: Task, backend: Any | Callable[[], Any] | None = None, fake: bool = False,
-             chunk: int = ACTIONS_PER_DECISION, **unused) -> MineRLEnv:  # fmt: skip
-    """Env of a Minecraft task; `fake=True` uses FakeMinecraftEnv (no Java, no game files)."""
     del unused
+    from grow_jax.envs import minestudio
+
     if fake:
-        backend = FakeMinecraftEnv()
-    elif callable(backend) and not hasattr(backend, "step"):
-        backend = backend()
-    return MineRLEnv(task, backend=backend, chunk=chunk)
+        from grow_jax.envs.minestudio_fake import FakeMinecraftSim, goal_after_attacks
+
+        setup = minestudio.episode_setup(task, None)
+        script = goal_after_attacks(setup.event, setup.goal)
+
+        def backend(seed, callbacks):
+            return FakeMinecraftSim(obs_size=minestudio.FRAME_WH, seed=seed, callbacks=callbacks,
+                                    script=script)  # fmt: skip
+
+    return minestudio.MinecraftEnv(task, make_sim=backend, actions_per_decision=actions_per_decision,
+                                   fast_reset=fast_reset, default_max_steps=DEFAULT_MAX_STEPS)

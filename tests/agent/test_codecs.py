@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from grow_jax.agent.codecs import MinecraftActionCodec, make_codec
 from grow_jax.agent.tokenizer import load_tokenizer, special_token_ids
 from grow_jax.envs import babyai, crafter, minecraft
+from grow_jax.envs.minestudio_fake import env_action_space
 
 TOK = load_tokenizer()
 IM_END = special_token_ids(TOK).im_end
@@ -43,7 +44,7 @@ def _press(key):
 
 def test_minecraft_codec_every_button_and_camera_bin():
     codec = CODECS["minecraft"]
-    space = minecraft.FakeMinecraftEnv().action_space
+    space = env_action_space()  # MineStudio MinecraftSim(action_type="env")
     assert codec.num_tokens == 4 * 12 + 1
     acts = [_press(k) for k in (None,) + minecraft.BUTTONS]
     for p, y in itertools.product(range(21), range(21)):

@@ -122,37 +122,3 @@ def test_minecraft_table_errors_name_the_file(tmp_path):
     bad.write_text("# c\ntask\tspawn_file\n")
     with pytest.raises(ValueError, match="t.tsv"):
         minecraft.make_tasks(path=str(bad))
-
-
-def test_minecraft_fake_env_adapter():
-    task = minecraft.make_tasks(families=["embodied"])[0]
-    env = make_env(task, fake=True)
-    obs = env.reset()
-    assert obs["image"].shape == (360, 640, 3) and obs["instruction"] == "mine oak log"
-    noop = minecraft.noop_groups()
-    attack = noop.copy()
-    attack[6] = 1
-    turn = noop.copy()
-    turn[8], turn[11] = 1, 15
-    o1, _, term, _, info = env.step(np.stack([turn] * 4))
-    assert not term and not info["success"] and not np.array_equal(o1["image"], obs["image"])
-    env.step(np.stack([attack] * 4))
-    _, r, term, _, info = env.step(np.stack([attack] * 4))
-    assert term and info["success"] and r == 1.0
-    again = make_env(task, fake=True)
-    again.reset()
-    np.testing.assert_array_equal(again.step(np.stack([turn] * 4))[0]["image"], o1["image"])
-    with pytest.raises(ValueError, match="at most 4"):
-        env.step(np.stack([noop] * 5))
-
-
-def test_minecraft_real_backend_missing_is_clear():
-    try:
-        import minerl  # noqa: F401
-
-        pytest.skip("minerl is installed")
-    except ImportError:
-        pass
-    task = minecraft.make_tasks(families=["combat"])[0]
-    with pytest.raises(ImportError, match=r"grow_jax\[minecraft\].*Java"):
-        make_env(task)
