@@ -200,16 +200,18 @@ def groups_to_minerl(groups: Sequence[int]) -> dict[str, Any]:
 
 
 def make_env(task: Task, fake: bool = False, actions_per_decision: int = ACTIONS_PER_DECISION,
-             fast_reset: bool = False, backend: Callable[..., Any] | None = None,
-             **unused):  # fmt: skip
+             fast_reset: bool = False, obs_size: Sequence[int] = (640, 360),
+             backend: Callable[..., Any] | None = None, **unused):  # fmt: skip
     """Env of a Minecraft task on MineStudio (see grow_jax.envs.minestudio).
 
-    fake=True: `FakeMinecraftSim` (no Java, no engine; the goal event fires after 8 attack
-    ticks). backend: a `(world_seed, callbacks) -> simulator` factory replacing the real one.
+    obs_size: (width, height) of the frames the agent gets (MineStudio resizes the 640x360
+    render). fake=True: `FakeMinecraftSim` (no Java, no engine; the goal event fires after 8
+    attack ticks). backend: a `(world_seed, callbacks) -> simulator` factory.
     """
     del unused
     from grow_jax.envs import minestudio
 
+    size = tuple(int(v) for v in obs_size)
     if fake:
         from grow_jax.envs.minestudio_fake import FakeMinecraftSim, goal_after_attacks
 
@@ -217,8 +219,12 @@ def make_env(task: Task, fake: bool = False, actions_per_decision: int = ACTIONS
         script = goal_after_attacks(setup.event, setup.goal)
 
         def backend(seed, callbacks):
-            return FakeMinecraftSim(obs_size=minestudio.FRAME_WH, seed=seed, callbacks=callbacks,
-                                    script=script)  # fmt: skip
+            return FakeMinecraftSim(obs_size=size, seed=seed, callbacks=callbacks, script=script)
+
+    elif backend is None:
+
+        def backend(seed, callbacks):
+            return minestudio.make_minestudio_sim(seed, callbacks, obs_size=size)
 
     return minestudio.MinecraftEnv(task, make_sim=backend, actions_per_decision=actions_per_decision,
                                    fast_reset=fast_reset, default_max_steps=DEFAULT_MAX_STEPS)

@@ -265,8 +265,9 @@ class GoalRewardCallback(_Callback):
 # ---------------------------------------------------------------- env
 
 
-def make_minestudio_sim(seed: int, callbacks: Sequence[Any], size: tuple[int, int] = FRAME_WH):
-    """A real `MinecraftSim` (env-style actions, `size` frames, world `seed`)."""
+def make_minestudio_sim(seed: int, callbacks: Sequence[Any], obs_size: tuple[int, int] = FRAME_WH):
+    """A real `MinecraftSim`: env-style actions, world `seed`, the game rendered at 640x360 and
+    resized to `obs_size` (width, height)."""
     try:
         from minestudio.simulator import MinecraftSim
         from minestudio.utils import get_mine_studio_dir
@@ -280,8 +281,8 @@ def make_minestudio_sim(seed: int, callbacks: Sequence[Any], size: tuple[int, in
     if not os.path.exists(jar):
         raise FileNotFoundError(f"MineStudio's engine is missing ({jar}): run "
                                 "`python -m minestudio.simulator.entry -y` once to download it")
-    return MinecraftSim(action_type="env", obs_size=size, render_size=size, seed=seed,
-                        callbacks=list(callbacks))  # fmt: skip
+    return MinecraftSim(action_type="env", obs_size=tuple(obs_size), render_size=FRAME_WH,
+                        seed=seed, callbacks=list(callbacks))  # fmt: skip
 
 
 class MinecraftEnv:
@@ -289,7 +290,7 @@ class MinecraftEnv:
 
     Actions are [k, 12] JARVIS-VLA group values (k <= actions_per_decision), each row one
     50 ms simulator step; the decision's reward is the sum over its steps and it stops early
-    at success. `make_sim(seed, callbacks)` builds the simulator (default: the real one).
+    at success. `make_sim(world_seed, callbacks)` builds the simulator (default: the real one).
     """
 
     def __init__(self, task: Task, make_sim: Callable[..., Any] | None = None,

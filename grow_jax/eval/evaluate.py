@@ -1,11 +1,19 @@
 """Success rate per task and per family on held-out seeds, as the paper reports it:
-mean ± std over tasks of the per-task success rate, and mean steps of the episodes."""
+mean ± std over tasks of the per-task success rate, and mean steps of the episodes.
+
+Large suites (the 823 Minecraft tasks) run in shards of at most `num_envs` envs, each shard a
+fresh pool; with `results_path`, every finished task's episodes are appended to that JSON-lines
+file in one atomic write, so an evaluation that dies resumes with the missing tasks only and
+reports exactly what an uninterrupted one would.
+"""
 
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import os
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -13,64 +21,184 @@ import numpy as np
 from grow_jax.rollout.loop import RolloutStats, run_episodes
 from grow_jax.rollout.types import Trajectory
 
+# Families the paper's Minecraft table reports (GUI = craft + smelt); others are listed after.
+PAPER_FAMILIES = ("embodied", "gui", "combat")
 
-def summarize(trajs: list[Trajectory]) -> dict:
-    """Per-task and per-family success/steps, plus the overall episode success rate."""
+
+def episode_record(tr: Trajectory) -> dict:
+    """What the report needs of one episode (JSON-serializable)."""
+    return dict(task_id=tr.task_id, family=tr.family, seed=int(tr.seed), success=bool(tr.success),
+                length=int(tr.length), invalid=int(sum(s.invalid for s in tr.steps)))
+
+
+def summarize(episodes: Sequence[Trajectory | Mapping]) -> dict:
+    """Per-task and per-family success/steps, plus the overall episode success rate.
+    `episodes`: trajectories or their `episode_record`s."""
+    recs = [episode_record(e) if isinstance(e, Trajectory) else e for e in episodes]
     by_task = collections.defaultdict(list)
-    family = {}
-    for tr in trajs:
-        by_task[tr.task_id].append(tr)
-        family[tr.task_id] = tr.family
+    for r in recs:
+        by_task[r["task_id"]].append(r)
     tasks = {}
-    for tid, ts in sorted(by_task.items()):
-        tasks[tid] = dict(family=family[tid], episodes=len(ts),
-                          success_rate=float(np.mean([t.success for t in ts])),
-                          mean_steps=float(np.mean([t.length for t in ts])),
-                          invalid_rate=float(np.mean([s.invalid for t in ts for s in t.steps]
-                                                     or [0.0])))
+    for tid, rs in sorted(by_task.items()):
+        steps = sum(r["length"] for r in rs)
+        tasks[tid] = dict(family=rs[0]["family"], episodes=len(rs),
+                          success_rate=float(np.mean([r["success"] for r in rs])),
+                          mean_steps=float(np.mean([r["length"] for r in rs])),
+                          invalid_rate=float(sum(r["invalid"] for r in rs) / steps) if steps
+                          else 0.0)  # fmt: skip
     fams = collections.defaultdict(list)
-    for tid, r in tasks.items():
+    for r in tasks.values():
         fams[r["family"]].append(r)
-    families = {f: dict(tasks=len(rs), success_mean=float(np.mean([r["success_rate"] for r in rs])),
-                        success_std=float(np.std([r["success_rate"] for r in rs])),
-                        mean_steps=float(np.mean([r["mean_steps"] for r in rs])))
-                for f, rs in sorted(fams.items())}
-    return dict(episodes=len(trajs), success_rate=float(np.mean([t.success for t in trajs])),
-                mean_steps=float(np.mean([t.length for t in trajs])), tasks=tasks,
+    order = [f for f in PAPER_FAMILIES if f in fams] + sorted(set(fams) - set(PAPER_FAMILIES))
+    families = {f: dict(tasks=len(fams[f]),
+                        success_mean=float(np.mean([r["success_rate"] for r in fams[f]])),
+                        success_std=float(np.std([r["success_rate"] for r in fams[f]])),
+                        mean_steps=float(np.mean([r["mean_steps"] for r in fams[f]])))
+                for f in order}  # fmt: skip
+    return dict(episodes=len(recs), success_rate=float(np.mean([r["success"] for r in recs])),
+                mean_steps=float(np.mean([r["length"] for r in recs])), tasks=tasks,
                 families=families)
 
 
-def evaluate(pool, agent, sampler, params, *, episodes_per_task: int, seed_offset: int,
-             rng: jax.Array, format_penalty: float = 0.0) -> tuple[dict, list[Trajectory]]:
-    """Plays `episodes_per_task` episodes of every distinct task in `pool` on held-out seeds.
+def fingerprint(settings: Mapping) -> str:
+    """Short hash of the settings an evaluation's results depend on."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
 
-    The pool's envs are reused round after round; seeds are seed_offset + episode index, so
-    every policy is evaluated on the same worlds.
+
+def read_results(path: str, key: str) -> dict[str, list[dict]]:
+    """task_id -> episode records of `path` written under fingerprint `key` (a torn last line
+    or other settings' lines are skipped)."""
+    done: dict[str, list[dict]] = {}
+    if not os.path.exists(path):
+        return done
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and rec.get("fingerprint") == key:
+                done[rec["task_id"]] = rec["episodes"]
+    return done
+
+
+def append_results(path: str, key: str, per_task: Mapping[str, list[dict]]) -> None:
+    """One line per task, all in a single O_APPEND write followed by fsync."""
+    if not per_task:
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    text = "".join(json.dumps(dict(fingerprint=key, task_id=t, episodes=e)) + "\n"
+                   for t, e in per_task.items())  # fmt: skip
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        with open(path, "rb") as f:  # a torn line from a killed writer must not join ours
+            f.seek(0, os.SEEK_END)
+            if f.tell() and (f.seek(-1, os.SEEK_END), f.read(1))[1] != b"\n":
+                text = "\n" + text
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def plan_shards(tasks, episodes_per_task: int, num_envs: int) -> list[list]:
+    """Consecutive task chunks, each played on at most `num_envs` envs (every task of a chunk
+    gets min(episodes, num_envs // chunk size) envs); fixed by the task list alone, so a
+    resumed evaluation plays the same shards."""
+    per = max(1, num_envs // max(1, episodes_per_task))
+    return [list(tasks[i:i + per]) for i in range(0, len(tasks), per)]
+
+
+def shard_envs(shard, episodes_per_task: int, num_envs: int) -> list:
+    slots = max(1, min(episodes_per_task, num_envs // len(shard)))
+    return [t for t in shard for _ in range(slots)]
+
+
+def evaluate(pool, agent, sampler, params, *, episodes_per_task: int, seed_offset: int,
+             rng: jax.Array, format_penalty: float = 0.0, results_path: str | None = None,
+             settings: Mapping | None = None, tasks: Sequence | None = None,
+             make_pool: Callable[[list], object] | None = None,
+             num_envs: int | None = None) -> tuple[dict, list[Trajectory]]:
+    """Plays `episodes_per_task` episodes of every task on held-out seeds (seed_offset +
+    episode index, so every policy is evaluated on the same worlds).
+
+    Either `pool` (an EnvPool whose envs cover its tasks; reused round after round) or
+    `tasks` + `make_pool(tasks_per_env)` + `num_envs`: the tasks are played shard by shard,
+    each on a fresh pool that is closed after it. `results_path` makes the evaluation
+    resumable per task; `settings` (default: episodes and seed offset) must match for earlier
+    results to be reused. Returns the report and the trajectories played by this call.
     """
+    if (pool is None) == (tasks is None):
+        raise ValueError("evaluate needs either pool or tasks (with make_pool and num_envs)")
+    if tasks is not None and (make_pool is None or not num_envs):
+        raise ValueError("evaluate(tasks=...) needs make_pool and num_envs")
+    key = fingerprint(dict(settings or {}, episodes=episodes_per_task, seed_offset=seed_offset))
+    done = read_results(results_path, key) if results_path else {}
+    stats = RolloutStats()
+    trajs: list[Trajectory] = []
+    common = dict(episodes=episodes_per_task, seed_offset=seed_offset,
+                  format_penalty=format_penalty, stats=stats)  # fmt: skip
+
+    def finish(new: list[Trajectory]):
+        trajs.extend(new)
+        per_task = collections.defaultdict(list)
+        for tr in new:
+            per_task[tr.task_id].append(episode_record(tr))
+        if results_path:
+            append_results(results_path, key, per_task)
+        done.update(per_task)
+
+    if pool is not None:
+        all_ids = list(dict.fromkeys(t.task_id for t in pool.tasks))
+        if any(t not in done for t in all_ids):
+            _play(pool, agent, sampler, params, rng=rng, skip=set(done), finish=finish, **common)
+    else:
+        all_ids = list(dict.fromkeys(t.task_id for t in tasks))
+        for k, shard in enumerate(plan_shards(list(tasks), episodes_per_task, num_envs)):
+            if all(t.task_id in done for t in shard):
+                continue
+            sub = make_pool(shard_envs(shard, episodes_per_task, num_envs))
+            try:
+                _play(sub, agent, sampler, params, rng=jax.random.fold_in(rng, k),
+                      skip=set(done), finish=finish, **common)  # fmt: skip
+            finally:
+                sub.close()
+    report = summarize([r for t in all_ids for r in done[t]])
+    report["rollout"] = stats.as_dict()
+    return report, trajs
+
+
+def _play(pool, agent, sampler, params, *, episodes, seed_offset, rng, format_penalty, stats,
+          skip, finish):
+    """Rounds over `pool` until every task not in `skip` has played `episodes` episodes;
+    `finish(trajectories)` receives each task's episodes once the task is complete."""
     task_slots = collections.defaultdict(list)
     for i, task in enumerate(pool.tasks):
-        task_slots[task.task_id].append(i)
-    per_task_done = collections.Counter()
-    trajs: list[Trajectory] = []
-    stats = RolloutStats()
-    while min(per_task_done[t] for t in task_slots) < episodes_per_task:
+        if task.task_id not in skip:
+            task_slots[task.task_id].append(i)
+    started = collections.Counter()
+    played = collections.defaultdict(list)
+    while min(started[t] for t in task_slots) < episodes:
         seeds, groups, idx = [], [], []
         for tid, slots in task_slots.items():
             for i in slots:
-                k = per_task_done[tid]
-                if k >= episodes_per_task:
+                k = started[tid]
+                if k >= episodes:
                     continue
-                per_task_done[tid] += 1
+                started[tid] += 1
                 idx.append(i)
                 seeds.append(seed_offset + k)
                 groups.append(k)
         rng, sub = jax.random.split(rng)
-        sub_pool = _SubPool(pool, idx)
-        trajs += run_episodes(sub_pool, agent, sampler, params, seeds=seeds, groups=groups,
-                              rng=sub, format_penalty=format_penalty, stats=stats)
-    report = summarize(trajs)
-    report["rollout"] = stats.as_dict()
-    return report, trajs
+        new = run_episodes(_SubPool(pool, idx), agent, sampler, params, seeds=seeds,
+                           groups=groups, rng=sub, format_penalty=format_penalty, stats=stats)
+        complete = []
+        for tr in new:
+            played[tr.task_id].append(tr)
+            if len(played[tr.task_id]) == episodes:
+                complete += sorted(played.pop(tr.task_id), key=lambda t: t.seed)
+        finish(complete)
 
 
 class _SubPool:
@@ -113,6 +241,23 @@ def write_report(report: dict, workdir: str, name: str = "eval") -> tuple[str, s
     with open(mpath, "w") as f:
         f.write("\n".join(lines) + "\n")
     return jpath, mpath
+
+
+def resume_kwargs(config, workdir: str, iteration: int, tasks: Sequence | None = None) -> dict:
+    """evaluate()'s per-task resume file for the checkpoint of `iteration`
+    (WORKDIR/eval_parts/iterNNNNNN.jsonl, its records keyed by the whole config) and, when
+    `tasks` is given (more tasks than eval envs), the sharding arguments."""
+    from grow_jax.config_utils import config_to_json
+    from grow_jax.envs.pool import EnvPool
+
+    kw = dict(results_path=os.path.join(workdir, "eval_parts", f"iter{iteration:06d}.jsonl"),
+              settings=json.loads(config_to_json(config)))
+    if tasks is not None:
+        e = config.env
+        kw.update(tasks=tasks, num_envs=config.eval.num_envs,
+                  make_pool=lambda per_env: EnvPool(per_env, env_kwargs=dict(e.kwargs),
+                                                    mode=e.pool_mode))
+    return kw
 
 
 def run_eval(config, workdir: str) -> dict:

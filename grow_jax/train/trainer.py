@@ -23,7 +23,7 @@ from flax import nnx
 from grow_jax.config_utils import config_to_json
 from grow_jax.data.pipeline import epoch_batches, stack_micro_batches
 from grow_jax.data.samples import BatchShape, collate, make_sample
-from grow_jax.eval.evaluate import evaluate, write_report
+from grow_jax.eval.evaluate import evaluate, resume_kwargs, write_report
 from grow_jax.rollout.loop import RolloutStats, image_token_count, run_episodes
 from grow_jax.sampling.generate import Sampler, SamplingParams
 from grow_jax.train import builders
@@ -263,14 +263,17 @@ def run_evaluation(run: Run, params, iteration: int, env_steps: int, final: bool
     c = run.config
     tasks = run.tasks(eval_=True)
     n_env = min(c.eval.num_envs, c.eval.episodes * len(tasks))
+    sharded = len(tasks) > n_env  # more tasks than envs: fresh pools shard by shard
     per_env = [tasks[i % len(tasks)] for i in range(n_env)]
-    pool = run.pool("eval", per_env)
+    pool = None if sharded else run.pool("eval", per_env)
     sampler = run.eval_sampler
     key = jax.random.fold_in(jax.random.key(c.seed + 1), iteration)
     report, trajs = evaluate(pool, run.agent, sampler, params,
                              episodes_per_task=c.eval.episodes,
                              seed_offset=c.eval.seed_offset, rng=key,
-                             format_penalty=c.algo.format_penalty)
+                             format_penalty=c.algo.format_penalty,
+                             **resume_kwargs(c, run.workdir, iteration,
+                                             tasks if sharded else None))
     row = dict(phase="eval", step=iteration, env_steps=env_steps,
                eval_success_rate=report["success_rate"], eval_episodes=report["episodes"],
                eval_mean_steps=report["mean_steps"])
