@@ -27,7 +27,7 @@ def get_config():
     c.mesh.tensor = 4
 
     c.env.suite = "minecraft"
-    c.env.tasks = (
+    c.env.tasks = (  # ids of grow_jax/assets/minecraft_tasks.tsv (tests check they exist)
         "mine_block:oak_log",
         "mine_block:stone",
         "mine_block:iron_ore",
@@ -37,7 +37,7 @@ def get_config():
         "kill_entity:zombie",
         "kill_entity:sheep",
     )
-    c.env.eval_tasks = None  # None: the training tasks; the full OpenHA suite is ~825 ids
+    c.env.eval_tasks = None  # None: the training tasks; the full OpenHA suite has 823 ids
     c.env.max_steps = 300  # decisions (4 ticks each: 60 s of game time)
     c.env.num_envs = 64  # Minecraft instances per host
     c.env.actions_per_decision = 4

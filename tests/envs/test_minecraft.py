@@ -238,3 +238,18 @@ def test_real_backend_missing_is_clear():
         pass
     with pytest.raises(ImportError, match=r"\[minecraft\].*Java 8.*minestudio.simulator.entry"):
         make_env(TASKS["kill_entity:sheep"])
+
+
+def test_7b_config_trains_on_8_task_ids_of_the_table():
+    import importlib.util
+    import os
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    spec = importlib.util.spec_from_file_location(
+        "qwen7b", os.path.join(root, "configs", "qwen2_vl_7b_tpu.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ids = module.get_config().env.tasks
+    assert len(ids) == len(set(ids)) == 8 and set(ids) <= set(TASKS)
+    fams = sorted(TASKS[i].family for i in ids)
+    assert fams == ["combat"] * 2 + ["embodied"] * 3 + ["gui"] * 3
