@@ -29,7 +29,6 @@ from grow_jax.envs.base import Task
 SUITE = "minecraft"
 DEFAULT_MAX_STEPS = 300  # decisions (= 1200 ticks = 60 s with chunk 4)
 ACTIONS_PER_DECISION = 4
-FRAME_HW = (360, 640)
 GROUPS = (
     "hotbar", "forward_back", "left_right", "sprint_sneak", "use", "drop", "attack", "jump",
     "camera_flag", "inventory", "pitch", "yaw",
@@ -226,5 +225,6 @@ def make_env(task: Task, fake: bool = False, actions_per_decision: int = ACTIONS
         def backend(seed, callbacks):
             return minestudio.make_minestudio_sim(seed, callbacks, obs_size=size)
 
-    return minestudio.MinecraftEnv(task, make_sim=backend, actions_per_decision=actions_per_decision,
+    return minestudio.MinecraftEnv(task, make_sim=backend,
+                                   actions_per_decision=actions_per_decision,
                                    fast_reset=fast_reset, default_max_steps=DEFAULT_MAX_STEPS)

@@ -171,7 +171,7 @@ class FakeMinecraftSim:
                  num_empty_frames: int = 20, callbacks: Sequence[Any] = (),
                  script: Script | None = None):  # fmt: skip
         if action_type != "env":
-            raise ValueError(f"FakeMinecraftSim supports action_type='env' only, got {action_type!r}")
+            raise ValueError(f"FakeMinecraftSim has action_type='env' only, got {action_type!r}")
         self.obs_size, self.render_size, self.seed = tuple(obs_size), tuple(render_size), seed
         self.num_empty_frames = num_empty_frames
         self.callbacks = list(callbacks)
