@@ -1,4 +1,5 @@
-"""BabyAI, Crafter and the Minecraft task table/fake, run for real (a few steps each)."""
+"""BabyAI, Crafter and the Minecraft task table, run for real (a few steps each); the Minecraft
+adapter is tested in test_minecraft.py."""
 
 import numpy as np
 import pytest
