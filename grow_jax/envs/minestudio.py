@@ -85,6 +85,8 @@ def parse_item(spec: str, where: str) -> tuple[str, int, int | None]:
         raise ValueError(f"{where}: init_inventory item {spec!r} is not ITEM>=N, ITEM>N or "
                          "either with @SLOT")  # fmt: skip
     name, op, n, slot = m.groups()
+    if slot is not None and not 0 <= int(slot) < INVENTORY_SLOTS:
+        raise ValueError(f"{where}: init_inventory item {spec!r}: slot must be 0-35")
     return name, int(n) + (op == ">"), None if slot is None else int(slot)
 
 

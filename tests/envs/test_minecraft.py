@@ -224,6 +224,10 @@ def test_bad_rows_are_clear():
     bad = type(task)(**{**task.__dict__, "spawn": {**task.spawn, "init_inventory": ("stick=2",)}})
     with pytest.raises(ValueError, match=r"craft_item:stone_axe.*stick=2"):
         make_env(bad, fake=True)
+    far = type(task)(**{**task.__dict__,
+                        "spawn": {**task.spawn, "init_inventory": ("stick>=2@40",)}})
+    with pytest.raises(ValueError, match="slot must be 0-35"):
+        make_env(far, fake=True)
     moved = type(task)(**{**task.__dict__, "spawn": {**task.spawn, "position": (1.0, 2.0, 3.0)}})
     with pytest.raises(ValueError, match="no GUI-opening actions"):
         make_env(moved, fake=True)
