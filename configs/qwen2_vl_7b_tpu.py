@@ -62,6 +62,7 @@ def get_config():
     c.rl.groups_per_iter = 8
     c.rl.epochs = 1
     c.rl.minibatch_size = 256
+    c.rl.accumulation = 8  # 32-sample micro-batches: activations fit a v5p (grow_jax.plan)
     c.rl.lr = 1e-6
     c.rl.warmup_steps = 10
     c.rl.grad_clip = 1.0

@@ -262,10 +262,12 @@ def report(config, devices: int, accelerator: str | None = None) -> str:
         f"tokens), {dims.images} images x {dims.patches} patches; accumulation {acc}",
         f"sampler: {sb} prompts x {slen} cache slots",
         "per device:",
-        f"  parameters          {g(p['params'])}",
-        f"  optimizer (AdamW)   {g(p['optimizer'])}",
-        f"  gradients           {g(p['gradients'])}",
-        f"  fsdp-gathered params{g(p['fsdp_gather'])}",
+        f"  parameters          {g(p['params'])}   ({p['param_count'] / 1e9:.3f}B x "
+        f"{_DTYPE_BYTES[mcfg.param_dtype]} B, sharded by the axis rules over fsdp x tensor)",
+        f"  optimizer (AdamW)   {g(p['optimizer'])}   (2 moments x parameters)",
+        f"  gradients           {g(p['gradients'])}   (x2 with accumulation: + accumulator)",
+        f"  fsdp-gathered params{g(p['fsdp_gather'])}   ((fsdp - 1) x parameters: every "
+        "layer's weights gathered at once, an upper bound)",
         f"  update batch        {g(p['batch'])}",
         f"  activations         {g(p['activations'])}   (decoder "
         f"{p['activation_parts']['decoder'] / GIB:.2f}, vision "
