@@ -23,7 +23,6 @@ if n_proc > 1:
 import time  # noqa: E402
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 from jax.experimental import multihost_utils  # noqa: E402
@@ -31,7 +30,6 @@ from jax.experimental import multihost_utils  # noqa: E402
 jax.config.update("jax_default_matmul_precision", "highest")
 
 if mode == "die":
-    x = jnp.ones(())
     if pid == 1:
         time.sleep(2)
         os._exit(0)
