@@ -29,6 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
     m.tokenizer_dir = placeholder(str)  # tokenizer folder; None: hf_dir's, else the shipped one
     m.dtype = "float32"  # compute dtype: float32 | bfloat16 (bf16 on TPU/GPU; f32 is faster on CPU)
     m.param_dtype = "float32"  # parameter storage dtype (optimizer master weights)
+    m.remat = False  # recompute each decoder layer in the backward pass (less activation memory)
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1  # data-parallel axis size; -1 takes all devices left over by the others

@@ -18,6 +18,7 @@ from grow_jax.config_utils import base_config
 
 def get_config():
     c = base_config()
+    c.model.preset = "qwen2_vl_7b"  # Qwen2-VL-7B sizes (what the planner sizes without hf_dir)
     c.model.hf_dir = None  # set with --config.model.hf_dir=/path/to/hf/folder
     c.model.dtype = "bfloat16"  # bf16 compute on TPU
     c.model.param_dtype = "float32"  # f32 master weights (Adam states sharded over fsdp)
@@ -61,6 +62,7 @@ def get_config():
     c.rl.groups_per_iter = 8
     c.rl.epochs = 1
     c.rl.minibatch_size = 256
+    c.rl.accumulation = 8  # 32-sample micro-batches: activations fit a v5p (grow_jax.plan)
     c.rl.lr = 1e-6
     c.rl.warmup_steps = 10
     c.rl.grad_clip = 1.0

@@ -40,6 +40,12 @@ _HF_DIR = flags.DEFINE_string(
 )
 _HF_OUT = flags.DEFINE_string("hf_out", None, "export_hf: output folder.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "export_hf: replace a non-empty --hf_out.")
+_DISTRIBUTED = flags.DEFINE_string(
+    "distributed", None, "Multi-process run (grow_jax.distributed): 'auto' (Cloud TPU, SLURM), "
+    "HOST:PORT of the coordinator, or 'none' (default: $GROW_JAX_COORDINATOR, else none)."
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --distributed=HOST:PORT.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --distributed=HOST:PORT.")
 
 CHECKPOINT_DIR = "checkpoints"
 HF_ASSETS_DIR = "hf_assets"  # tokenizer/processor files of an imported HF folder, for export
@@ -213,6 +219,12 @@ def main(argv: list[str]) -> None:
         _die(f"unexpected arguments: {' '.join(argv[1:])}")
     if not _WORKDIR.value:
         _die("--workdir is required")
+    from grow_jax import distributed
+
+    try:  # before anything touches a device
+        distributed.initialize(_DISTRIBUTED.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    except ValueError as e:
+        _die(f"error: {e}")
     try:
         config = config_utils.resolve_config(_CONFIG.value)
     except config_utils.ConfigError as e:

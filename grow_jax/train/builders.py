@@ -38,12 +38,13 @@ def model_config(config, tokenizer) -> Qwen2VLConfig:
     m = config.model
     if m.hf_dir:
         with open(os.path.join(m.hf_dir, "config.json")) as f:
-            return Qwen2VLConfig.from_hf(json.load(f)).replace(dtype=m.dtype,
-                                                               param_dtype=m.param_dtype)
+            return Qwen2VLConfig.from_hf(json.load(f)).replace(
+                dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat)
     from grow_jax.agent.tokenizer import special_token_ids
 
     if m.preset == "qwen2_vl_7b":
-        return Qwen2VLConfig.qwen2_vl_7b().replace(dtype=m.dtype, param_dtype=m.param_dtype)
+        return Qwen2VLConfig.qwen2_vl_7b().replace(dtype=m.dtype, param_dtype=m.param_dtype,
+                                                   remat=m.remat)
     if m.preset != "tiny":
         raise ValueError(f"config error: model.preset must be 'tiny' or 'qwen2_vl_7b', "
                          f"got {m.preset!r}")
@@ -52,7 +53,7 @@ def model_config(config, tokenizer) -> Qwen2VLConfig:
     overrides = dict(vocab_size=vocab, image_token_id=ids.image_pad,
                      video_token_id=ids.video_pad, vision_start_token_id=ids.vision_start,
                      vision_end_token_id=ids.vision_end, dtype=m.dtype,
-                     param_dtype=m.param_dtype)
+                     param_dtype=m.param_dtype, remat=m.remat)
     overrides.update(dict(m.preset_overrides))
     return Qwen2VLConfig.tiny(**overrides)
 

@@ -23,6 +23,7 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from grow_jax import distributed
 from grow_jax.algo import losses
 
 BATCH_AXES = ("data", "fsdp")
@@ -177,16 +178,16 @@ class Learner:
 
     def step(self, state: TrainState, batches: dict):
         key = tuple((k, v.shape) for k, v in sorted(batches.items()))
-        fn = self._compiled.get(key)
-        if fn is None:
+        if key not in self._compiled:
             st_sh = self.state_shardings(state)
             b_sh = batch_shardings(self.mesh, batches)
             fn = jax.jit(functools.partial(train_step, graphdef=self.graphdef, rest=self.rest,
                                            tx=self.tx, cfg=self.cfg),
                          in_shardings=(st_sh, b_sh), out_shardings=(st_sh, None),
                          donate_argnums=0)
-            self._compiled[key] = fn
-        return fn(state, batches)
+            self._compiled[key] = fn, b_sh
+        fn, b_sh = self._compiled[key]
+        return fn(state, distributed.global_batch(batches, b_sh))  # multi-process: global
 
     def model(self, state: TrainState):
         """The NNX model with the state's current params (for sampling and eval)."""

@@ -122,6 +122,7 @@ class Qwen2VLConfig:
     vision_end_token_id: int
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"
+    remat: bool = False  # recompute each decoder layer in the backward pass (train memory)
 
     def __post_init__(self):
         _check(

@@ -207,9 +207,11 @@ class Qwen2VL(nnx.Module):
         # output and MLP at those rows only (keys/values still cover every position).
         rows = None if logits_at is None else logits_at.astype(jnp.int32)
         new_cache = None if cache is None else []
+        call = _remat_layer if c.remat and cache is None else _call_layer
         for i, layer in enumerate(self.layers):
             last = rows is not None and i == len(self.layers) - 1
-            x, kv = layer(
+            x, kv = call(
+                layer,
                 x,
                 cos,
                 sin,
@@ -265,6 +267,14 @@ class Qwen2VL(nnx.Module):
                 self, pv, qinputs.vision_position_ids(grid, merge), qinputs.vision_segment_ids(grid)
             )
         return _forward_jit(self, ids.astype(np.int32), position_ids, mask, image_embeds)
+
+
+def _call_layer(layer, *args):
+    return layer(*args)
+
+
+# config.remat: only each layer's input is kept for the backward pass, the rest recomputed.
+_remat_layer = nnx.remat(_call_layer)
 
 
 @nnx.jit

@@ -1,0 +1,60 @@
+"""Multi-process runs on localhost (coordinator on 127.0.0.1, fake CPU devices, gloo)."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(out, n_proc, pid, devices, mode, port):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT,
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    return subprocess.Popen([sys.executable, os.path.join(HERE, "_worker.py"), str(out),
+                             f"127.0.0.1:{port}", str(n_proc), str(pid), mode], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(tmp_path):
+    """2 processes x 2 devices give the same params and metrics as 1 process x 4 devices."""
+    port = _port()
+    procs = [_start(tmp_path / "multi.npz", 2, i, 2, "learn", port) for i in range(2)]
+    single = _start(tmp_path / "single.npz", 1, 0, 4, "learn", 0)
+    for p in procs + [single]:
+        out, _ = p.communicate(timeout=600)
+        assert p.returncode == 0, out[-3000:]
+    a, b = np.load(tmp_path / "multi.npz"), np.load(tmp_path / "single.npz")
+    np.testing.assert_allclose(a["rows"], b["rows"], rtol=1e-6, atol=1e-7)
+    n = len([k for k in b.files if k.startswith("arr_")])
+    assert n > 10
+    for i in range(n):
+        np.testing.assert_allclose(a[f"arr_{i}"], b[f"arr_{i}"], rtol=1e-6, atol=1e-6)
+    assert list(a["groups"]) == list(range(8)) == list(b["groups"])
+    assert float(a["mean"]) == 0.5 and float(b["mean"]) == 0.0
+
+
+@pytest.mark.slow
+def test_dead_peer_stops_the_others(tmp_path):
+    """Process 1 dies; process 0 exits non-zero within 60 s, naming the lost task."""
+    port = _port()
+    procs = [_start(tmp_path / "x.npz", 2, i, 2, "die", port) for i in range(2)]
+    procs[1].wait(timeout=120)
+    t0 = time.monotonic()
+    out, _ = procs[0].communicate(timeout=90)
+    assert time.monotonic() - t0 < 60
+    assert procs[0].returncode != 0
+    assert "unhealthy" in out and "stopped sending heartbeats" in out, out[-3000:]
+    assert "\n1\n" in out  # the lost task's id
