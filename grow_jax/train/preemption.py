@@ -6,8 +6,9 @@ process exits 0 (Cloud TPU preemption gives about 30 s). A second signal of the 
 while stopping falls back to the default behaviour (immediate exit), so a user can still
 abort a stuck save with a second Ctrl-C.
 
-Test hook: ``GROW_JAX_TEST_KILL_AT=POINT:ITERATION`` (e.g. ``update:3``) makes the process
-SIGKILL itself when it reaches POINT in ITERATION, so kill tests need no timing. Points:
+Test hook: ``GROW_JAX_TEST_KILL_AT=POINT:ITERATION[:SIGNAL]`` (e.g. ``update:3``) makes the
+process send itself SIGNAL (default SIGKILL; e.g. ``rollout:1:SIGTERM`` tests preemption)
+when it reaches POINT in ITERATION, so kill tests need no timing. Points:
 ``rollout`` (episodes played, nothing updated), ``update`` (params updated, nothing logged),
 ``eval`` (evaluation played, its row not written), ``checkpoint`` (an asynchronous save
 started, not committed), ``metrics`` (half of the row's line written). Unset (the default),
@@ -23,23 +24,26 @@ import sys
 KILL_ENV = "GROW_JAX_TEST_KILL_AT"
 
 
+def _spec() -> list[str]:
+    return os.environ.get(KILL_ENV, "").split(":")
+
+
 def kill_requested(point: str, iteration) -> bool:
-    """Whether the test hook asks for a kill at `point` of `iteration`."""
-    spec = os.environ.get(KILL_ENV)
-    if not spec:
-        return False
-    name, _, it = spec.partition(":")
-    return name == point and str(iteration) == it
+    """Whether the test hook asks for a signal at `point` of `iteration`."""
+    spec = _spec()
+    return len(spec) >= 2 and spec[0] == point and spec[1] == str(iteration)
 
 
 def kill_now() -> None:
-    """SIGKILL this process (no cleanup, no flush, like a preempted VM)."""
+    """Sends the hook's signal to this process (SIGKILL: no cleanup, like a lost VM)."""
+    spec = _spec()
+    sig = getattr(signal, spec[2]) if len(spec) > 2 else signal.SIGKILL
     sys.stderr.flush()
-    os.kill(os.getpid(), signal.SIGKILL)
+    os.kill(os.getpid(), sig)
 
 
 def maybe_kill(point: str, iteration) -> None:
-    """The test hook: SIGKILL here if GROW_JAX_TEST_KILL_AT names this point and iteration."""
+    """The test hook: signal here if GROW_JAX_TEST_KILL_AT names this point and iteration."""
     if kill_requested(point, iteration):
         kill_now()
 

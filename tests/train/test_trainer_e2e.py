@@ -1,14 +1,15 @@
-"""End-to-end: the CLI's train mode on a miniature BabyAI config; exact resume after SIGKILL."""
+"""End-to-end: the CLI's train mode on a miniature BabyAI config; exact resume after SIGTERM and
+SIGKILLs at every kind of point, with the default asynchronous checkpoints."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
+
+from grow_jax.train.preemption import KILL_ENV
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -18,8 +19,7 @@ MINI = [
     "--config.rl.minibatch_size=32", "--config.rl.epochs=1", "--config.env.max_steps=6",
     "--config.sft.demo_episodes=2", "--config.sft.steps=4", "--config.sft.steps_per_call=2",
     "--config.eval.episodes=4", "--config.eval.num_envs=4", "--config.eval.every=2",
-    "--config.eval.videos=1", "--config.checkpoint.every=1", "--config.checkpoint.async_save=False",
-    "--config.logging.tensorboard=False",
+    "--config.eval.videos=1", "--config.checkpoint.every=2", "--config.logging.tensorboard=False",
 ]
 
 
@@ -69,36 +69,54 @@ def _rows(workdir):
         return [json.loads(x) for x in f]
 
 
+TIMING = ("time_s", "rollout_s", "train_s", "iter_s", "samples_per_s", "env_steps_per_s")
+
+# One run, interrupted again and again (GROW_JAX_TEST_KILL_AT, see grow_jax.train.preemption):
+# (hook, expected exit). Checkpoints every 2 iterations, asynchronous (the defaults' mode).
+INTERRUPTIONS = [
+    ("rollout:1:SIGTERM", 0),  # graceful: finish iteration 1, checkpoint it, exit 0
+    ("rollout:2", -9),  # SIGKILL after the episodes, before the update
+    ("update:2", -9),  # after the update, before its metrics row
+    ("eval:2", -9),  # during the periodic evaluation (train row 2 already written)
+    ("checkpoint:2", -9),  # right after the asynchronous save of iteration 2 started
+    ("metrics:3", -9),  # half of train row 3 written: a torn last line
+]
+
+
+def _clean(rows):
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
 @pytest.mark.slow
-def test_train_outputs_and_exact_resume_after_sigkill(tmp_path):
-    """The train mode writes every promised output; a run killed after its iteration-1
-    checkpoint and restarted ends bit-identical to the uninterrupted run."""
+def test_train_outputs_and_exact_resume_after_kills_anywhere(tmp_path):
+    """The train mode writes every promised output; a run stopped by SIGTERM and then
+    SIGKILLed at every kind of point (rollout, update, evaluation, asynchronous checkpoint
+    write, metrics write), restarted each time, ends bit-identical to the uninterrupted run,
+    with the same metrics rows (timings aside)."""
     ref, killed = str(tmp_path / "ref"), str(tmp_path / "killed")
     out = subprocess.run(_cmd(ref), cwd=ROOT, env=_env(), capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     _check_outputs(ref)
 
-    proc = subprocess.Popen(_cmd(killed), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    ck1 = os.path.join(killed, "checkpoints", "1")
-    deadline = time.time() + 600
-    while not os.path.isdir(ck1) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert os.path.isdir(ck1), "the run never wrote its iteration-1 checkpoint"
-
+    for hook, code in INTERRUPTIONS:
+        out = subprocess.run(_cmd(killed), cwd=ROOT, env={**_env(), KILL_ENV: hook},
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == code, (hook, out.stderr[-3000:])
+        if code == 0:
+            assert "stopped by SIGTERM after iteration 1" in out.stdout, out.stdout[-2000:]
+            assert os.path.isdir(os.path.join(killed, "checkpoints", "1"))
     out = subprocess.run(_cmd(killed), cwd=ROOT, env=_env(), capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "resumed from" in out.stderr + out.stdout
+    assert "resumed from" in out.stdout
+    assert "torn line" in out.stderr
     step_a, a = _final_params(ref)
     step_b, b = _final_params(killed)
     assert step_a == step_b == 3
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-    # metrics: one row per iteration, as in the uninterrupted run
-    steps = lambda wd: [(r["phase"], r["step"]) for r in _rows(wd)]  # noqa: E731
-    assert steps(killed) == steps(ref)
+    assert _clean(_rows(killed)) == _clean(_rows(ref))
+    assert os.path.exists(os.path.join(killed, "metrics.discarded.jsonl"))
+    assert os.path.exists(os.path.join(killed, "metrics.torn.txt"))
