@@ -45,7 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
     e.image_size = 56  # square frame side in pixels fed to the vision tower
     e.kwargs = {}  # free-form suite-specific constructor arguments
     e.pool_mode = "sync"  # env pool: "sync" (in-process) | "async" (worker processes)
-    e.fault_policy = "drop"  # crashed/hung env: restart it, "drop" | "fail" its episode
+    e.fault_policy = "drop"  # crashed/hung env: restart, "drop" | "fail" episode; "raise": stop
     e.max_faults_in_a_row = 3  # stop after N faults in a row of one env; 0: never stop
     e.timeout_s = 300.0  # longest wait for one env reset/step (async pool) before a restart
 

@@ -58,7 +58,7 @@ def saved_run_config(workdir: str) -> tuple[str, dict] | None:
 
 def check_resume_config(config, workdir: str, mode: str) -> None:
     """Raises WorkdirConfigMismatch if `--mode=train` would resume a run of another config."""
-    if mode != "train" or config.get("force", False):
+    if mode != "train" or config.force:
         return
     saved = saved_run_config(workdir)
     if saved is None:

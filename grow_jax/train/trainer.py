@@ -82,7 +82,9 @@ class Run:
         if name not in self._pools:
             e = self.config.env
             self._pools[name] = EnvPool(tasks_per_env, env_kwargs=dict(e.kwargs),
-                                        mode=e.pool_mode)
+                                        mode=e.pool_mode, timeout_s=e.timeout_s,
+                                        fault_policy=e.fault_policy,
+                                        max_faults_in_a_row=e.max_faults_in_a_row)
         return self._pools[name]
 
     def sampler(self, greedy: bool = False) -> Sampler:
@@ -399,7 +401,8 @@ def _train(run: Run):
                    invalid_rate=float(np.mean([s.invalid for t in trajs for s in t.steps])),
                    samples=len(samples), samples_per_s=len(samples) * r.epochs / max(t_train, 1e-9),
                    rollout_s=t_roll, train_s=t_train, iter_s=time.perf_counter() - t0,
-                   env_steps_per_s=stats.env_steps / max(t_roll, 1e-9), **sstats, **metrics)
+                   env_steps_per_s=stats.env_steps / max(t_roll, 1e-9),
+                   env_faults=stats.env_faults, **sstats, **metrics)
         run.metrics.write(row, TRAIN_KEYS)
         skips.check(it, os.path.join(run.ckpt.directory, str(saved)))
         last = it == r.iterations
