@@ -23,7 +23,7 @@ from typing import Any
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from grow_jax import config_utils
+from grow_jax import config_utils, preflight
 from grow_jax import workdir as workdir_guard
 from grow_jax.errors import RunError
 
@@ -226,8 +226,9 @@ def main(argv: list[str]) -> None:
         )
     workdir = os.path.abspath(_WORKDIR.value)
     try:  # before config.json is rewritten: a refused workdir is left as it was
+        preflight.check(config, _MODE.value)
         workdir_guard.check_resume_config(config, workdir, _MODE.value)
-    except workdir_guard.WorkdirConfigMismatch as e:
+    except (preflight.PreflightError, workdir_guard.WorkdirConfigMismatch) as e:
         _die(f"error: {e}")
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
