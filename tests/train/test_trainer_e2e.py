@@ -106,11 +106,16 @@ def test_train_outputs_and_exact_resume_after_kills_anywhere(tmp_path):
         if code == 0:
             assert "stopped by SIGTERM after iteration 1" in out.stdout, out.stdout[-2000:]
             assert os.path.isdir(os.path.join(killed, "checkpoints", "1"))
+    ckdir = os.path.join(killed, "checkpoints")
+    newest = max(int(d) for d in os.listdir(ckdir) if d.isdigit())
+    _damage(os.path.join(ckdir, str(newest)))  # and the newest checkpoint is damaged too
     out = subprocess.run(_cmd(killed), cwd=ROOT, env=_env(), capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "resumed from" in out.stdout
     assert "torn line" in out.stderr
+    assert f"checkpoints/{newest} is damaged" in out.stderr
+    assert os.path.isdir(os.path.join(killed, "checkpoints.damaged", str(newest)))
     step_a, a = _final_params(ref)
     step_b, b = _final_params(killed)
     assert step_a == step_b == 3
@@ -120,3 +125,26 @@ def test_train_outputs_and_exact_resume_after_kills_anywhere(tmp_path):
     assert _clean(_rows(killed)) == _clean(_rows(ref))
     assert os.path.exists(os.path.join(killed, "metrics.discarded.jsonl"))
     assert os.path.exists(os.path.join(killed, "metrics.torn.txt"))
+
+    # The finished workdir rerun with another model size: refused (config), then, forced,
+    # a one-line error naming the first differing tensor; nothing in the workdir changes.
+    before = sorted(os.listdir(os.path.join(ref, "checkpoints")))
+    other = "--config.model.preset_overrides.hidden_size=32"
+    out = subprocess.run(_cmd(ref, other), cwd=ROOT, env=_env(), capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 2 and "model.preset_overrides.hidden_size (64 -> 32)" in out.stderr
+    out = subprocess.run(_cmd(ref, other, "--config.force=True"), cwd=ROOT, env=_env(),
+                         capture_output=True, text=True, timeout=600)
+    errors = [x for x in out.stderr.splitlines() if x.startswith("error: ")]
+    assert out.returncode == 1 and len(errors) == 1, out.stderr[-3000:]
+    assert "does not fit this model" in errors[0] and "shape" in errors[0]
+    assert sorted(os.listdir(os.path.join(ref, "checkpoints"))) == before
+
+
+def _damage(step_dir):
+    """Truncates the array data files of one checkpoint step (a torn copy, a bad disk)."""
+    for root, _, files in os.walk(step_dir):
+        if os.path.basename(root) == "d":
+            for f in files:
+                with open(os.path.join(root, f), "r+b") as fh:
+                    fh.truncate(7)
