@@ -1,7 +1,6 @@
 """Bad input through the CLI: one line naming the key or file, and the workdir left as it was."""
 
 import json
-import os
 
 import pytest
 from test_main_cli import _one_line_error, _run  # tests/ is on sys.path
