@@ -24,8 +24,11 @@ faulted and the call returns normally; this is the contract any pool (e.g. a Ray
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing as mp
+import signal
 import time
+import weakref
 import traceback
 from collections.abc import Mapping, Sequence
 from multiprocessing.connection import wait
@@ -60,6 +63,11 @@ def _last_line(text: str) -> str:
 
 def _worker_main(conn, tasks: dict[int, Task], env_kwargs: Mapping[str, Any],
                  env_factory=make_env) -> None:
+    # The parent owns the workers' lifetime: a Ctrl-C or SIGTERM sent to the whole process
+    # group must not kill them mid-iteration (the parent stops gracefully, then kills them;
+    # a dead parent closes the pipe, which ends this loop).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     current = None
     try:
         envs = {}
@@ -147,6 +155,9 @@ class EnvPool:
         for w in range(num_workers):
             self._start_worker(w)
         self._gather(list(range(num_workers)), "start-up", restart=False)
+        # workers ignore SIGTERM, so close (SIGKILL) them before multiprocessing's exit hook
+        ref = weakref.ref(self)
+        atexit.register(lambda: (p := ref()) is not None and p.close(graceful=False))
 
     def _start_worker(self, w: int) -> None:
         parent, child = self._ctx.Pipe()

@@ -100,3 +100,19 @@ def test_rollout_drops_or_fails_the_faulted_episode(tasks, mode, policy):
         assert [t.seed for t in trajs] == [0, BAD_SEED, 1]
         assert not trajs[1].success and trajs[1].truncated and trajs[1].length == 1
     assert all(t.length > 1 for t in trajs if t.seed != BAD_SEED)
+
+
+def test_workers_ignore_group_signals(tasks):
+    """Ctrl-C / SIGTERM sent to the whole process group reach the workers too: they must
+    survive so the parent can finish its iteration and stop gracefully."""
+    import os
+    import signal
+
+    with EnvPool(tasks, env_kwargs={"tile_size": 4}, mode="async", num_workers=3) as pool:
+        pool.reset([0, 1, 2])
+        for pid in pool.worker_pids:
+            os.kill(pid, signal.SIGINT)
+            os.kill(pid, signal.SIGTERM)
+        _, _, _, _, infos = pool.step([2, 2, 2])
+        assert all(p.is_alive() for p in pool._procs) and pool.num_faults == 0
+        assert not any("env_fault" in i for i in infos)
