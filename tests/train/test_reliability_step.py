@@ -45,3 +45,22 @@ def test_skipped_update_between_good_ones_leaves_no_trace(learner):
     assert _bits(a) == _bits(b)
     _, mc = learner.step(_fresh_state(learner), _stack(g1, _nan(g1), _nan(g2)))
     assert int(mc["skipped_tail"]) == 2
+
+
+def test_skip_guard_counts_runs_across_calls_and_stops_with_one_line():
+    from grow_jax.errors import RunError
+    from grow_jax.train.faults import SkipGuard
+
+    guard = SkipGuard(max_in_a_row=5)
+    calls = [(1, 1, 4), (4, 4, 4)]  # (skipped, trailing run, updates in the call)
+    for skipped, tail, n in calls:
+        m = {"loss": 0.0, "skipped_updates": skipped, "skipped_tail": tail}
+        guard.update(m, n)
+        assert "skipped_tail" not in m and "skipped_updates" not in m  # the row gets totals
+    assert guard.row() == {"skipped_updates": 5} and guard.row() == {"skipped_updates": 0}
+    with pytest.raises(RunError, match=r"5 updates in a row .* run/checkpoints/7") as e:
+        guard.check(9, "run/checkpoints/7")
+    assert "\n" not in str(e.value)
+    guard.update({"skipped_updates": 1, "skipped_tail": 0}, 3)  # a good update ends the run
+    guard.check(10, "run/checkpoints/7")
+    SkipGuard(max_in_a_row=0).check(1, "x")  # 0: never stops
