@@ -148,3 +148,20 @@ def _damage(step_dir):
             for f in files:
                 with open(os.path.join(root, f), "r+b") as fh:
                     fh.truncate(7)
+
+
+@pytest.mark.slow
+def test_non_finite_updates_are_skipped_then_stop_the_run(tmp_path):
+    """A learning rate of 1e30 blows the params up after one update; every later loss is
+    non-finite, so those updates are skipped and counted, and after rl.max_skipped_updates
+    in a row the run stops with one line naming the last good checkpoint (exit status 1)."""
+    wd = str(tmp_path / "nan")
+    out = subprocess.run(_cmd(wd, "--config.rl.lr=1e30", "--config.rl.warmup_steps=0",
+                              "--config.rl.max_skipped_updates=2", "--config.eval.every=0"),
+                         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    errors = [x for x in out.stderr.splitlines() if x.startswith("error: ")]
+    assert out.returncode == 1 and len(errors) == 1, out.stderr[-3000:]
+    assert "updates in a row had a non-finite loss or gradient" in errors[0]
+    assert "rl.max_skipped_updates=2" in errors[0] and "checkpoints/" in errors[0]
+    train = [r for r in _rows(wd) if r["phase"] == "train"]
+    assert sum(r["skipped_updates"] for r in train) >= 2
