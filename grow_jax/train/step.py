@@ -106,13 +106,14 @@ def _update(state: TrainState, micro_batches: dict, *, graphdef, rest, tx, cfg):
     params = optax.apply_updates(state.params, updates)
     rng, _ = jax.random.split(state.rng)
     return _skip_if_not_finite(state, TrainState(params, opt_state, state.step + 1, rng),
-                               metrics)
+                               metrics, updates)
 
 
-def _skip_if_not_finite(old: TrainState, new: TrainState, metrics: dict):
-    """Numerical-fault guard (docs/reliability.md): a non-finite loss or gradient keeps the
-    old state (params, optimizer, step, RNG) and is counted in `skipped_updates`."""
-    ok = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
+def _skip_if_not_finite(old: TrainState, new: TrainState, metrics: dict, updates):
+    """Numerical-fault guard (docs/reliability.md): a non-finite loss, gradient or update
+    keeps the old state (params, optimizer, step, RNG) and is counted in `skipped_updates`."""
+    ok = (jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
+          & jnp.isfinite(optax.global_norm(updates)))
     state = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
     metrics["skipped_updates"] = jnp.logical_not(ok).astype(jnp.int32)
     return state, metrics
