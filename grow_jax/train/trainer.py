@@ -342,7 +342,7 @@ def _train(run: Run):
         latest = run.ckpt.restored_step
         start, env_steps = int(extra["iteration"]), int(extra.get("env_steps", 0))
         set_aside_metrics(run.workdir, lambda row: row.get("phase") == "sft"
-                           or row.get("step", 0) <= start)
+                          or row.get("step", 0) <= start)
         print(f"[train] resumed from {run.ckpt.directory}/{latest} (iteration {start})",
               flush=True)
     else:
