@@ -65,6 +65,9 @@ def _shapes(tree) -> dict[str, tuple | None]:
     out = {}
     for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
         shape = getattr(leaf, "shape", None)
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+            shape = jax.eval_shape(jax.random.key_data, leaf).shape  # saved as its key data
         out[_path_str(path)] = None if shape is None else tuple(shape)
     return out
 
