@@ -46,6 +46,9 @@ def get_config() -> ml_collections.ConfigDict:
     e.image_size = 56  # square frame side in pixels fed to the vision tower
     e.kwargs = {}  # free-form suite-specific constructor arguments
     e.pool_mode = "sync"  # env pool: "sync" (in-process) | "async" (worker processes)
+    e.fault_policy = "drop"  # crashed/hung env: restart, "drop" | "fail" episode; "raise": stop
+    e.max_faults_in_a_row = 3  # stop after N faults in a row of one env; 0: never stop
+    e.timeout_s = 300.0  # longest wait for one env reset/step (async pool) before a restart
 
     c.agent = a = ml_collections.ConfigDict()
     a.history = 0  # previous decisions shown in the prompt (GROW's released agent: 0)
@@ -89,6 +92,7 @@ def get_config() -> ml_collections.ConfigDict:
     r.freeze_vision = False  # keep the vision tower fixed (RL and SFT)
     r.accumulation = 1  # micro-batches per optimizer step (the minibatch split this many ways)
     r.init_checkpoint = placeholder(str)  # workdir (sft / import_hf) whose params start RL
+    r.max_skipped_updates = 20  # stop after N updates in a row skipped for NaN/inf; 0: never
 
     c.sft = s = ml_collections.ConfigDict()
     s.demo_episodes = 64  # expert (bot) episodes recorded as demonstrations
@@ -117,4 +121,6 @@ def get_config() -> ml_collections.ConfigDict:
     lg.every = 1  # write metrics every N iterations
     lg.tensorboard = True  # also write TensorBoard event files under WORKDIR/tensorboard
     lg.progress = True  # console progress bar
+
+    c.force = False  # train/sft: run in a workdir created by another config (else refused)
     return c

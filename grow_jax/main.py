@@ -23,7 +23,9 @@ from typing import Any
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from grow_jax import config_utils
+from grow_jax import config_utils, preflight
+from grow_jax import workdir as workdir_guard
+from grow_jax.errors import RunError
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -235,6 +237,11 @@ def main(argv: list[str]) -> None:
             f"config error: cannot load --config: {reason[-1] if reason else ' '.join(str(e).split())}"
         )
     workdir = os.path.abspath(_WORKDIR.value)
+    try:  # before config.json is rewritten: a refused workdir is left as it was
+        preflight.check(config, _MODE.value)
+        workdir_guard.check_resume_config(config, workdir, _MODE.value)
+    except (preflight.PreflightError, workdir_guard.WorkdirConfigMismatch) as e:
+        _die(f"error: {e}")
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config_utils.config_to_json(config) + "\n")
@@ -242,6 +249,9 @@ def main(argv: list[str]) -> None:
         MODES[_MODE.value](config, workdir, flags.FLAGS)
     except UsageError as e:
         _die(f"error: {e}")
+    except RunError as e:  # a damaged/mismatched checkpoint, NaN or env-fault stop: one line
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
     except (OSError, ValueError) as e:
         if _MODE.value not in ("import_hf", "export_hf"):
             raise

@@ -116,3 +116,111 @@ def test_restore_onto_mesh_sharding(tmp_path):
     assert kernel.sharding == NamedSharding(mesh, P("fsdp", "tensor"))
     assert kernel.addressable_shards[0].data.shape == (8, 2)
     _assert_bit_equal(restored, params)
+
+
+# ------------------------------------------------------------------ reliability
+def _damage(folder):
+    """Truncates every array data file under `folder` (what a torn copy or bad disk leaves)."""
+    import glob
+    import os
+
+    files = [f for f in glob.glob(os.path.join(folder, "**", "d", "*"), recursive=True)
+             if os.path.isfile(f)]
+    assert files
+    for f in files:
+        with open(f, "r+b") as fh:
+            fh.truncate(7)
+
+
+def test_damaged_latest_falls_back_to_previous_with_one_warning(tmp_path, capfd):
+    with Checkpointer(tmp_path / "checkpoints", async_save=False) as ckpt:
+        for step in (1, 2):
+            ckpt.save(step, {"params": _items(step)["params"]}, extra_json={"iteration": step})
+    _damage(tmp_path / "checkpoints" / "2")
+    with Checkpointer(tmp_path / "checkpoints") as ckpt:
+        assert ckpt.latest_step() == 2
+        restored = ckpt.restore({"params": _items(0)["params"]})
+        assert ckpt.restored_step == 1 and restored["extra"] == {"iteration": 1}
+        _assert_bit_equal(restored["params"], _items(1)["params"])
+        assert ckpt.all_steps() == [1]  # the damaged step no longer counts...
+    assert (tmp_path / "checkpoints.damaged" / "2").is_dir()  # ...and nothing was deleted
+    warning = [x for x in capfd.readouterr().err.splitlines() if "[checkpoint]" in x]
+    assert len(warning) == 1 and "checkpoints/2 is damaged" in warning[0], warning
+
+
+def test_damaged_extra_json_falls_back(tmp_path):
+    with Checkpointer(tmp_path, async_save=False) as ckpt:
+        for step in (1, 2):
+            ckpt.save(step, {"params": _items(step)["params"]}, extra_json={"iteration": step})
+    (tmp_path / "2" / "extra" / "metadata").write_text('{"iterat')
+    with Checkpointer(tmp_path) as ckpt:
+        assert ckpt.read_extra() == {"iteration": 1} and ckpt.restored_step == 1
+
+
+def test_damaged_explicit_step_and_all_damaged_are_one_line_errors(tmp_path):
+    from grow_jax.train.checkpoint import CheckpointDamaged
+
+    with Checkpointer(tmp_path, async_save=False) as ckpt:
+        ckpt.save(1, {"params": _items(1)["params"]})
+    _damage(tmp_path / "1")
+    with Checkpointer(tmp_path) as ckpt:
+        with pytest.raises(CheckpointDamaged, match=r"checkpoint .*/1 cannot be read") as e:
+            ckpt.restore({"params": _items(0)["params"]}, step=1)
+        assert "\n" not in str(e.value)
+        assert (tmp_path / "1").is_dir()  # an explicit step is never moved
+        with pytest.raises(CheckpointDamaged, match="every checkpoint") as e:
+            ckpt.restore({"params": _items(0)["params"]})
+        assert "\n" not in str(e.value)
+
+
+def test_other_model_size_is_one_line_error_naming_the_tensor(tmp_path):
+    from grow_jax.train.checkpoint import CheckpointMismatch
+
+    with Checkpointer(tmp_path, async_save=False) as ckpt:
+        ckpt.save(1, {"params": _items(1)["params"]})
+    bigger = _items(1)["params"]
+    bigger["layer"]["kernel"] = jnp.zeros((32, 8))
+    renamed = dict(_items(1)["params"])
+    renamed["embed2"] = renamed.pop("embed")
+    with Checkpointer(tmp_path) as ckpt:
+        with pytest.raises(CheckpointMismatch) as e:
+            ckpt.restore({"params": bigger})
+        msg = str(e.value)
+        assert "\n" not in msg and "'layer/kernel'" in msg and "(16, 8)" in msg
+        assert "(32, 8)" in msg
+        with pytest.raises(CheckpointMismatch, match="'embed2' is missing"):
+            ckpt.restore({"params": renamed})
+        assert ckpt.all_steps() == [1]  # a mismatch is not damage: nothing moved
+
+
+_KILL_DURING_ASYNC_SAVE = """
+import os, signal, sys
+import jax.numpy as jnp
+from grow_jax.train.checkpoint import Checkpointer
+ckpt = Checkpointer(sys.argv[1], async_save=True)
+ckpt.save(1, {"params": {"w": jnp.full((8,), 1.0)}}, extra_json={"iteration": 1})
+ckpt.wait()
+ckpt.save(2, {"params": {"w": jnp.full((4096, 4096), 2.0)}}, extra_json={"iteration": 2})
+os.kill(os.getpid(), signal.SIGKILL)  # the 64 MB write of step 2 is still in flight
+"""
+
+
+def test_interrupted_async_write_never_becomes_latest(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+    proc = subprocess.run([sys.executable, "-c", _KILL_DURING_ASYNC_SAVE, str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert any(not d.isdigit() for d in os.listdir(tmp_path))  # the unfinished step-2 folder
+    with Checkpointer(tmp_path) as ckpt:
+        assert ckpt.latest_step() == 1
+        assert ckpt.read_extra() == {"iteration": 1}
+        restored = ckpt.restore({"params": {"w": jnp.zeros((8,))}})
+        assert ckpt.restored_step == 1
+        np.testing.assert_array_equal(restored["params"]["w"], np.ones(8))
+        ckpt.save(2, {"params": {"w": jnp.full((8,), 3.0)}})  # the step can be written again
+        ckpt.wait()
+        assert ckpt.latest_step() == 2

@@ -57,8 +57,9 @@ class PolicyAgent:
         action, valid = self.codec.decode(action_ids)
         if hasattr(self.codec, "action_text"):
             text = self.codec.action_text(action) if valid else "(invalid)"
-        else:
-            text = self.tokenizer.decode(list(action_ids))
+        else:  # ids the vocabulary lacks (never sampled, but decode must not raise) are dropped
+            n = len(self.tokenizer)
+            text = self.tokenizer.decode([int(t) for t in action_ids if 0 <= int(t) < n])
         return action, valid, text
 
     def encode(self, action) -> list[int]:

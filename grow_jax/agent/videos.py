@@ -9,6 +9,8 @@ import imageio.v2 as imageio
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from grow_jax.io_utils import atomic_path
+
 
 def unique_path(path: str) -> str:
     """`path`, or `stem_1.ext`, `stem_2.ext`, ... if it exists (never overwrite silently)."""
@@ -60,6 +62,6 @@ def write_episode_gif(
         act = actions[t] if t < len(actions) else f"end: {outcome}"
         images.append(annotate_frame(frame, [instruction, f"t={t} {act}"]))
     path = unique_path(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    imageio.mimsave(path, images, format="GIF", duration=1000.0 / fps, loop=0)
+    with atomic_path(path) as tmp:  # a kill leaves no half-written GIF
+        imageio.mimsave(tmp, images, format="GIF", duration=1000.0 / fps, loop=0)
     return path

@@ -1,15 +1,34 @@
 """EnvPool: N environments stepped together, in-process ("sync") or in worker processes ("async").
 
 Async workers each own a contiguous block of envs and talk over pipes. The parent waits on
-both the pipes and the process sentinels, so a worker that dies (or raises) is reported at
-once as `EnvWorkerError` naming its envs and tasks, and a stuck worker after `timeout_s`.
-Observations always cross as copies (pickled, or copied by the env in sync mode).
+both the pipes and the process sentinels, so a worker that dies (or raises) is noticed at
+once, and a stuck worker after `timeout_s`. Observations always cross as copies (pickled, or
+copied by the env in sync mode).
+
+Faults (docs/reliability.md). With ``fault_policy="raise"`` a fault is an `EnvWorkerError`
+naming the envs and tasks, and the pool closes. With "drop" or "fail" the pool restarts what
+faulted and the call returns normally; this is the contract any pool (e.g. a Ray pool) keeps:
+
+- sync: an env whose reset/step raises is closed and rebuilt (a hang cannot be interrupted
+  in-process: use async for that); async: a worker that died, raised or did not answer
+  within `timeout_s` is killed and started again with fresh envs for its whole block;
+- every env of the call that lost its state is a *faulted result*: `step` gives obs None,
+  reward 0, terminated False, truncated True and ``info["env_fault"]`` (a one-line reason);
+  `reset` gives obs None. A faulted env must be reset before its next step (a step without
+  one is again a faulted result). `num_faults` counts faulted results;
+- `fault_policy` is only read by the caller (`grow_jax.rollout.loop`): "drop" discards the
+  faulted episode, "fail" keeps it as a failure;
+- an env that faults `max_faults_in_a_row` times without finishing an episode in between
+  raises `EnvFaultLimit` (one line naming the env, task and seed of the last reset).
 """
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing as mp
+import signal
 import time
+import weakref
 import traceback
 from collections.abc import Mapping, Sequence
 from multiprocessing.connection import wait
@@ -19,19 +38,42 @@ import numpy as np
 
 from grow_jax.envs import make_env
 from grow_jax.envs.base import Obs, Task
+from grow_jax.errors import RunError
+
+FAULT_POLICIES = ("raise", "drop", "fail")
+STARTUP_S = 120.0  # shortest wait for a worker's start-up answer
 
 
 class EnvWorkerError(RuntimeError):
     """An env worker died, raised, or did not answer in time."""
 
 
-def _worker_main(conn, tasks: dict[int, Task], env_kwargs: Mapping[str, Any]) -> None:
+class EnvFaultLimit(EnvWorkerError, RunError):
+    """One env faulted too many times in a row: the run stops."""
+
+
+class _Fault(Exception):
+    """Internal: the envs of one worker lost their state (reason in args[0])."""
+
+
+def _last_line(text: str) -> str:
+    lines = [x.strip() for x in str(text).strip().splitlines() if x.strip()]
+    return lines[-1][:200] if lines else "unknown error"
+
+
+def _worker_main(conn, tasks: dict[int, Task], env_kwargs: Mapping[str, Any],
+                 env_factory=make_env) -> None:
+    # The parent owns the workers' lifetime: a Ctrl-C or SIGTERM sent to the whole process
+    # group must not kill them mid-iteration (the parent stops gracefully, then kills them;
+    # a dead parent closes the pipe, which ends this loop).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     current = None
     try:
         envs = {}
         for i, task in tasks.items():
             current = i
-            envs[i] = make_env(task, **env_kwargs)
+            envs[i] = env_factory(task, **env_kwargs)
         conn.send(("ok", None))
         while True:
             cmd, payload = conn.recv()
@@ -61,8 +103,14 @@ class EnvPool:
       env_kwargs: suite options passed to every env (tile_size, size, fake, ...).
       mode: "sync" (in-process) or "async" (worker processes).
       num_workers: async workers (default: min(num envs, cpu count)).
-      timeout_s: longest wait for any reset/step/start-up answer before raising.
+      timeout_s: longest wait for a reset/step answer (start-up: at least STARTUP_S).
       start_method: multiprocessing start method ("spawn" is safe with jax threads running).
+      fault_policy: "raise" (a fault is an EnvWorkerError), or restart what faulted and let
+        the caller "drop" or "fail" the episode (see the module docstring).
+      max_faults_in_a_row: faults of one env without a finished episode in between before
+        `EnvFaultLimit`; 0 never stops.
+      env_factory: builds one env, `env_factory(task, **env_kwargs)` (picklable for async;
+        tests pass a fault-injecting one).
     """
 
     def __init__(
@@ -73,38 +121,56 @@ class EnvPool:
         num_workers: int | None = None,
         timeout_s: float = 300.0,
         start_method: str = "spawn",
+        fault_policy: str = "raise",
+        max_faults_in_a_row: int = 3,
+        env_factory=make_env,
     ):
         if mode not in ("sync", "async"):
             raise ValueError(f"EnvPool mode must be 'sync' or 'async', got {mode!r}")
+        if fault_policy not in FAULT_POLICIES:
+            raise ValueError(f"EnvPool fault_policy must be one of {FAULT_POLICIES}, "
+                             f"got {fault_policy!r}")
         if not tasks:
             raise ValueError("EnvPool needs at least one task")
         self.tasks = list(tasks)
         self.mode = mode
         self.timeout_s = timeout_s
+        self.fault_policy = fault_policy
+        self.max_faults_in_a_row = max_faults_in_a_row
+        self.num_faults = 0
         self._closed = False
-        env_kwargs = dict(env_kwargs or {})
-        if mode == "sync":
-            self._envs = [make_env(t, **env_kwargs) for t in self.tasks]
-            return
         n = len(self.tasks)
+        self._in_a_row = [0] * n
+        self._seeds: list[int | None] = [None] * n  # of each env's last reset (for messages)
+        self._needs_reset: set[int] = set()
+        self._env_kwargs, self._factory = dict(env_kwargs or {}), env_factory
+        if mode == "sync":
+            self._envs = [env_factory(t, **self._env_kwargs) for t in self.tasks]
+            return
         num_workers = min(n, num_workers or mp.cpu_count())
-        ctx = mp.get_context(start_method)
+        self._ctx = mp.get_context(start_method)
         self._blocks = [list(b) for b in np.array_split(np.arange(n), num_workers)]
         self._owner = {i: w for w, block in enumerate(self._blocks) for i in block}
-        self._conns, self._procs = [], []
-        for w, block in enumerate(self._blocks):
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(
-                target=_worker_main,
-                args=(child, {int(i): self.tasks[i] for i in block}, env_kwargs),
-                name=f"grow_jax-env-worker-{w}",
-                daemon=True,
-            )
-            proc.start()
-            child.close()
-            self._conns.append(parent)
-            self._procs.append(proc)
-        self._gather(list(range(num_workers)), "start-up")
+        self._conns, self._procs = [None] * num_workers, [None] * num_workers
+        for w in range(num_workers):
+            self._start_worker(w)
+        self._gather(list(range(num_workers)), "start-up", restart=False)
+        # workers ignore SIGTERM, so close (SIGKILL) them before multiprocessing's exit hook
+        ref = weakref.ref(self)
+        atexit.register(lambda: (p := ref()) is not None and p.close(graceful=False))
+
+    def _start_worker(self, w: int) -> None:
+        parent, child = self._ctx.Pipe()
+        proc = self._ctx.Process(
+            target=_worker_main,
+            args=(child, {int(i): self.tasks[i] for i in self._blocks[w]}, self._env_kwargs,
+                  self._factory),
+            name=f"grow_jax-env-worker-{w}",
+            daemon=True,
+        )
+        proc.start()
+        child.close()
+        self._conns[w], self._procs[w] = parent, proc
 
     @property
     def num_envs(self) -> int:
@@ -123,7 +189,10 @@ class EnvPool:
         if len(seeds) != len(indices):
             raise ValueError(f"reset got {len(seeds)} seeds for {len(indices)} envs")
         seeds = [None if s is None else int(s) for s in seeds]
-        return self._run("reset", dict(zip(indices, seeds)))
+        for i, s in zip(indices, seeds):
+            self._seeds[i] = s if s is not None else self.tasks[i].seed
+        out = self._run("reset", dict(zip(indices, seeds)))
+        return [None if isinstance(o, _Fault) else o for o in out]
 
     def step(self, actions: Sequence[Any], indices: Sequence[int] | None = None):
         """Steps envs `indices` (default all); returns (obs list, rewards, terminated,
@@ -132,6 +201,11 @@ class EnvPool:
         if len(actions) != len(indices):
             raise ValueError(f"step got {len(actions)} actions for {len(indices)} envs")
         results = self._run("step", dict(zip(indices, actions)))
+        for k, (i, res) in enumerate(zip(indices, results)):
+            if isinstance(res, _Fault):
+                results[k] = (None, 0.0, False, True, {"success": False, "env_fault": res.args[0]})
+            elif res[2] or res[3]:
+                self._in_a_row[i] = 0  # a finished episode ends a run of faults
         obs, rew, term, trunc, infos = zip(*results)
         return (
             list(obs),
@@ -190,35 +264,102 @@ class EnvPool:
         return indices
 
     def _run(self, cmd: str, args: dict[int, Any]) -> list[Any]:
+        """Results in the order of `args`; with restarts on, faulted envs give a `_Fault`."""
+        if cmd == "reset":
+            self._needs_reset.difference_update(args)
+            merged = {}
+        else:
+            merged = {i: _Fault("env was restarted after a fault and not reset since")
+                      for i in args if i in self._needs_reset}
         if self.mode == "sync":
-            out = []
             for i, arg in args.items():
+                if i in merged:
+                    continue
                 env = self._envs[i]
-                out.append(env.reset(arg) if cmd == "reset" else env.step(arg))
-            return out
-        per_worker: dict[int, dict[int, Any]] = {}
-        for i, arg in args.items():
-            per_worker.setdefault(self._owner[i], {})[i] = arg
-        for w, payload in per_worker.items():
-            try:
-                self._conns[w].send((cmd, payload))
-            except (BrokenPipeError, OSError):
-                self._fail(w, f"could not send {cmd!r}: worker is gone")
-        results = self._gather(list(per_worker), cmd)
-        merged = {}
-        for r in results.values():
-            merged.update(r)
+                try:
+                    merged[i] = env.reset(arg) if cmd == "reset" else env.step(arg)
+                except Exception as e:  # noqa: BLE001 - any env error is a fault
+                    if self.fault_policy == "raise":
+                        raise
+                    merged[i] = self._restart_sync(i, f"raised during {cmd!r}: "
+                                                      f"{type(e).__name__}: {_last_line(e)}")
+        else:
+            per_worker: dict[int, dict[int, Any]] = {}
+            for i, arg in args.items():
+                if i not in merged:
+                    per_worker.setdefault(self._owner[i], {})[i] = arg
+            sent = []
+            for w, payload in per_worker.items():
+                try:
+                    self._conns[w].send((cmd, payload))
+                    sent.append(w)
+                except (BrokenPipeError, OSError):
+                    fault = self._worker_fault(w, f"could not send {cmd!r}: worker is gone")
+                    merged.update({i: fault for i in payload})
+            for w, r in self._gather(sent, cmd).items():
+                merged.update(r if not isinstance(r, _Fault) else dict.fromkeys(per_worker[w], r))
+        for i, r in merged.items():
+            if isinstance(r, _Fault):
+                self._count_fault(i, r.args[0])
         return [merged[i] for i in args]
 
-    def _gather(self, workers: list[int], what: str) -> dict[int, Any]:
-        """Waits for one answer from each worker, failing fast on death, error or timeout."""
+    def _restart_sync(self, i: int, reason: str) -> _Fault:
+        try:
+            self._envs[i].close()
+        except Exception:  # noqa: BLE001 - the env is broken already
+            pass
+        self._envs[i] = self._factory(self.tasks[i], **self._env_kwargs)
+        self._needs_reset.add(i)
+        return _Fault(f"env {i} {reason}")
+
+    def _worker_fault(self, w: int, reason: str) -> _Fault:
+        """Kills and restarts worker w (or raises under the "raise" policy)."""
+        if self.fault_policy == "raise":
+            self._fail(w, reason)
+        proc = self._procs[w]
+        if proc.is_alive():
+            proc.kill()
+        proc.join(5.0)
+        code = proc.exitcode
+        self._conns[w].close()
+        self._start_worker(w)
+        self._gather([w], "start-up", restart=False)
+        self._needs_reset.update(self._blocks[w])
+        head, _, tb = reason.partition("\n")
+        why = f"{head.rstrip(':')}: {_last_line(tb)}" if tb else head
+        return _Fault(f"env worker {w} (pid {proc.pid}, exit code {code}) {why}; restarted")
+
+    def _count_fault(self, i: int, reason: str) -> None:
+        self.num_faults += 1
+        self._in_a_row[i] += 1
+        if self.max_faults_in_a_row and self._in_a_row[i] >= self.max_faults_in_a_row:
+            self.close(graceful=False)
+            raise EnvFaultLimit(
+                f"env {i} (task {self.tasks[i].task_id!r}, seed {self._seeds[i]}) faulted "
+                f"{self._in_a_row[i]} times in a row (env.max_faults_in_a_row="
+                f"{self.max_faults_in_a_row}); last: {reason}")
+
+    def _gather(self, workers: list[int], what: str, restart: bool = True) -> dict[int, Any]:
+        """One answer from each worker; on death, error or timeout: `_fail` (raise), or with
+        `restart` and a restarting policy, that worker's entry is a `_Fault`."""
         pending = set(workers)
         results = {}
-        deadline = time.monotonic() + self.timeout_s
+        # start-up imports the suite (seconds on a busy host): never less than STARTUP_S
+        limit = max(self.timeout_s, STARTUP_S) if what == "start-up" else self.timeout_s
+        deadline = time.monotonic() + limit
+
+        def fault(w, reason):
+            if not restart:
+                self._fail(w, reason)
+            results[w] = self._worker_fault(w, reason)
+            pending.discard(w)
+
         while pending:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                self._fail(min(pending), f"no answer to {what!r} within {self.timeout_s:.1f} s")
+                for w in sorted(pending):
+                    fault(w, f"no answer to {what!r} within {limit:.1f} s")
+                break
             handles = {self._conns[w]: w for w in pending}
             handles.update({self._procs[w].sentinel: w for w in pending})
             for ready in wait(list(handles), timeout=min(remaining, 1.0)):
@@ -230,16 +371,18 @@ class EnvPool:
                     try:
                         status, payload = conn.recv()
                     except (EOFError, OSError):
-                        self._fail(w, f"died during {what!r}")
+                        fault(w, f"died during {what!r}")
+                        continue
                     if status == "error":
                         i, tb = payload
-                        self._fail(w, f"raised during {what!r} in env {i} "
-                                   f"(task {self.tasks[i].task_id!r}):\n{tb}" if i is not None
-                                   else f"raised during {what!r}:\n{tb}")  # fmt: skip
+                        fault(w, f"raised during {what!r} in env {i} "
+                              f"(task {self.tasks[i].task_id!r}):\n{tb}" if i is not None
+                              else f"raised during {what!r}:\n{tb}")  # fmt: skip
+                        continue
                     results[w] = payload
                     pending.discard(w)
                 else:
-                    self._fail(w, f"died during {what!r}")
+                    fault(w, f"died during {what!r}")
         return results
 
     def _fail(self, w: int, reason: str) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 import jax
 import numpy as np
 
+from grow_jax.io_utils import atomic_write
 from grow_jax.rollout.loop import RolloutStats, run_episodes
 from grow_jax.rollout.types import Trajectory
 
@@ -220,10 +221,7 @@ def write_report(report: dict, workdir: str, name: str = "eval") -> tuple[str, s
     """WORKDIR/eval.json and a Markdown table (eval.md) of families and tasks."""
     os.makedirs(workdir, exist_ok=True)
     jpath = os.path.join(workdir, f"{name}.json")
-    tmp = jpath + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(report, f, indent=2)
-    os.replace(tmp, jpath)
+    atomic_write(jpath, json.dumps(report, indent=2))
     lines = [f"# Evaluation: {report['episodes']} episodes, success "
              f"{100 * report['success_rate']:.1f}%", "",
              "| family | tasks | success (mean ± std over tasks) | mean steps |",
@@ -238,8 +236,7 @@ def write_report(report: dict, workdir: str, name: str = "eval") -> tuple[str, s
                      f"{100 * r['success_rate']:.1f}% | {r['mean_steps']:.1f} | "
                      f"{100 * r['invalid_rate']:.1f}% |")
     mpath = os.path.join(workdir, f"{name}.md")
-    with open(mpath, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    atomic_write(mpath, "\n".join(lines) + "\n")
     return jpath, mpath
 
 

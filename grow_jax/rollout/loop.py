@@ -4,6 +4,11 @@ Every turn, the prompts of all live episodes go through one jitted `Sampler.samp
 sampled tokens are decoded into env actions (garbled text -> no-op, flagged invalid, with
 a format penalty), all live envs step together through the `EnvPool`, and each decision
 is appended to its episode's `Trajectory`. Finished envs drop out of the batch.
+
+Env faults (a pool that restarts what faulted, see `grow_jax.envs.pool`): an episode whose
+env faulted leaves the batch; the pool's `fault_policy` "drop" (the default for pools
+without one) removes it from the result, "fail" keeps it as a failure. Both are counted in
+`RolloutStats.env_faults`.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ class RolloutStats:
     sample_s: float = 0.0  # the sampler call (host batching + jitted prefill/decode)
     env_s: float = 0.0  # time stepping envs
     total_s: float = 0.0
+    env_faults: int = 0  # episodes lost to an env fault (dropped or failed)
 
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -82,11 +88,14 @@ def run_episodes(pool, agent: Agent, sampler, params, *, seeds: Sequence[int],
     obs = pool.reset(seeds)
     stats.env_s += time.perf_counter() - t0
     mcfg = sampler.config
-    trajs = [Trajectory(task_id=pool.tasks[i].task_id, instruction=obs[i]["instruction"],
+    faulted = {i for i in range(n) if obs[i] is None}  # the env faulted at reset
+    trajs = [Trajectory(task_id=pool.tasks[i].task_id,
+                        instruction=pool.tasks[i].instruction if i in faulted
+                        else obs[i]["instruction"],
                         seed=int(seeds[i]), group=int(groups[i]), history=agent.history,
                         family=pool.tasks[i].family) for i in range(n)]
-    n_img = image_token_count(obs[0]["image"].shape, mcfg, fit_mode)
-    live = list(range(n))
+    live = [i for i in range(n) if i not in faulted]
+    n_img = image_token_count(obs[live[0]]["image"].shape, mcfg, fit_mode) if live else 0
     prompt_cache: dict = {}
     while live:
         t0 = time.perf_counter()
@@ -118,6 +127,9 @@ def run_episodes(pool, agent: Agent, sampler, params, *, seeds: Sequence[int],
         stats.env_s += time.perf_counter() - t0
         still = []
         for j, i in enumerate(live):
+            if "env_fault" in infos[j]:
+                faulted.add(i)
+                continue
             valid, text = decoded[j]
             tr = trajs[i]
             tr.steps.append(Step(frame=obs[i]["image"], prompt_ids=np.asarray(prompts[j], np.int32),
@@ -135,4 +147,9 @@ def run_episodes(pool, agent: Agent, sampler, params, *, seeds: Sequence[int],
         stats.decisions += len(live)
         live = still
     stats.total_s += time.perf_counter() - t_start
-    return trajs
+    stats.env_faults += len(faulted)
+    if getattr(pool, "fault_policy", "drop") == "fail":
+        for i in faulted:
+            trajs[i].success, trajs[i].terminated, trajs[i].truncated = False, False, True
+        return trajs
+    return [tr for i, tr in enumerate(trajs) if i not in faulted]

@@ -106,7 +106,18 @@ def _update(state: TrainState, micro_batches: dict, *, graphdef, rest, tx, cfg):
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     rng, _ = jax.random.split(state.rng)
-    return TrainState(params, opt_state, state.step + 1, rng), metrics
+    return _skip_if_not_finite(state, TrainState(params, opt_state, state.step + 1, rng),
+                               metrics, updates)
+
+
+def _skip_if_not_finite(old: TrainState, new: TrainState, metrics: dict, updates):
+    """Numerical-fault guard (docs/reliability.md): a non-finite loss, gradient or update
+    keeps the old state (params, optimizer, step, RNG) and is counted in `skipped_updates`."""
+    ok = (jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
+          & jnp.isfinite(optax.global_norm(updates)))
+    state = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+    metrics["skipped_updates"] = jnp.logical_not(ok).astype(jnp.int32)
+    return state, metrics
 
 
 def train_step(state: TrainState, batches: dict, *, graphdef, rest, tx, cfg: LossConfig):
@@ -116,7 +127,12 @@ def train_step(state: TrainState, batches: dict, *, graphdef, rest, tx, cfg: Los
         return _update(s, mbs, graphdef=graphdef, rest=rest, tx=tx, cfg=cfg)
 
     state, metrics = jax.lax.scan(body, state, batches)
-    return state, jax.tree.map(jnp.mean, metrics)
+    skipped = metrics.pop("skipped_updates")
+    out = jax.tree.map(jnp.mean, metrics)
+    out["skipped_updates"] = jnp.sum(skipped)  # updates skipped for a non-finite loss/grad
+    # length of the trailing run of skipped updates (the fault guard counts runs across calls)
+    out["skipped_tail"] = jnp.sum(jnp.cumprod(skipped[::-1]))
+    return state, out
 
 
 def batch_shardings(mesh, batch: dict) -> dict:

@@ -26,9 +26,10 @@ from grow_jax.data.samples import BatchShape, collate, make_sample
 from grow_jax.eval.evaluate import evaluate, resume_kwargs, write_report
 from grow_jax.rollout.loop import RolloutStats, image_token_count, run_episodes
 from grow_jax.sampling.generate import Sampler, SamplingParams
-from grow_jax.train import builders
+from grow_jax.train import builders, preemption
 from grow_jax.train.checkpoint import Checkpointer
-from grow_jax.train.metrics import MetricsWriter, plot_learning_curve, read_metrics
+from grow_jax.train.faults import SkipGuard
+from grow_jax.train.metrics import MetricsWriter, plot_learning_curve, set_aside_metrics
 from grow_jax.train.optim import make_optimizer
 from grow_jax.train.rl import build_samples
 from grow_jax.train.step import Learner, LossConfig, TrainState
@@ -62,6 +63,7 @@ class Run:
                                      console=config.logging.progress,
                                      process_index=jax.process_index())
         self._pools = {}
+        self.stop = preemption.GracefulStop()  # SIGTERM/SIGINT: checkpoint, then exit 0
 
     # -------------------------------------------------------------- pieces
     def tasks(self, eval_: bool = False):
@@ -80,7 +82,9 @@ class Run:
         if name not in self._pools:
             e = self.config.env
             self._pools[name] = EnvPool(tasks_per_env, env_kwargs=dict(e.kwargs),
-                                        mode=e.pool_mode)
+                                        mode=e.pool_mode, timeout_s=e.timeout_s,
+                                        fault_policy=e.fault_policy,
+                                        max_faults_in_a_row=e.max_faults_in_a_row)
         return self._pools[name]
 
     def sampler(self, greedy: bool = False) -> Sampler:
@@ -277,6 +281,7 @@ def run_evaluation(run: Run, params, iteration: int, env_steps: int, final: bool
     row = dict(phase="eval", step=iteration, env_steps=env_steps,
                eval_success_rate=report["success_rate"], eval_episodes=report["episodes"],
                eval_mean_steps=report["mean_steps"])
+    preemption.maybe_kill("eval", iteration)  # test hook, off by default
     if log:
         run.metrics.write(row, EVAL_KEYS)
     if final:
@@ -294,25 +299,6 @@ def _write_videos(run: Run, trajs, iteration: int):
         write_episode_gif(os.path.join(out, f"iter{iteration:05d}_{k}_{tr.task_id}.gif"),
                           [s.frame for s in tr.steps], tr.instruction,
                           [s.action_text for s in tr.steps], tr.success)
-
-
-def _set_aside_metrics(workdir: str, keep):
-    """Rows that a resumed run will write again move to metrics.discarded.jsonl; nothing
-    a run wrote is deleted."""
-    rows = read_metrics(workdir)
-    kept = [r for r in rows if keep(r)]
-    if len(kept) == len(rows):
-        return
-    path = os.path.join(workdir, "metrics.jsonl")
-    with open(os.path.join(workdir, "metrics.discarded.jsonl"), "a") as f:
-        for r in rows:
-            if not keep(r):
-                f.write(json.dumps(r) + "\n")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        for r in kept:
-            f.write(json.dumps(r) + "\n")
-    os.replace(tmp, path)
 
 
 def evaluate_checkpoint(config, workdir: str) -> dict:
@@ -339,7 +325,8 @@ def run_train(config, workdir: str):
     """--mode=train: GROW (or config.algo.name) RL, resuming from WORKDIR if possible."""
     run = Run(config, workdir)
     try:
-        _train(run)
+        with run.stop:
+            _train(run)
     finally:
         run.close()
 
@@ -351,13 +338,14 @@ def _train(run: Run):
     state = learner.init_state(seed=c.seed)
     sampler = run.sampler()
     latest = run.ckpt.latest_step()
-    extra = run.ckpt.read_extra(latest) if latest is not None else None
+    extra = run.ckpt.read_extra() if latest is not None else None  # falls back if damaged
     start, env_steps = 0, 0
     if extra is not None and extra.get("phase") == "rl":
-        state, extra = run.restore(state, latest)
+        state, extra = run.restore(state)
+        latest = run.ckpt.restored_step
         start, env_steps = int(extra["iteration"]), int(extra.get("env_steps", 0))
-        _set_aside_metrics(run.workdir, lambda row: row.get("phase") == "sft"
-                           or row.get("step", 0) <= start)
+        set_aside_metrics(run.workdir, lambda row: row.get("phase") == "sft"
+                          or row.get("step", 0) <= start)
         print(f"[train] resumed from {run.ckpt.directory}/{latest} (iteration {start})",
               flush=True)
     else:
@@ -372,7 +360,7 @@ def _train(run: Run):
             from_sft = True
         else:
             params, from_sft = state.params, False
-        _set_aside_metrics(run.workdir, lambda row: from_sft and row.get("phase") == "sft")
+        set_aside_metrics(run.workdir, lambda row: from_sft and row.get("phase") == "sft")
         state = learner.init_state(params=params, seed=c.seed)
         run_evaluation(run, state.params, 0, 0)
         run.save(0, state, "rl", env_steps=0, force=True)
@@ -382,6 +370,8 @@ def _train(run: Run):
     per_env = [tasks[(i // g) % len(tasks)] for i in range(n_env)]
     pool = run.pool("train", per_env)
     groups = [i // g for i in range(n_env)]
+    skips = SkipGuard(r.max_skipped_updates)
+    saved = start
     for it in range(start + 1, r.iterations + 1):
         t0 = time.perf_counter()
         seeds = np.repeat(iteration_seeds(c, it), g)
@@ -390,6 +380,7 @@ def _train(run: Run):
         trajs = run_episodes(pool, run.agent, sampler, state.params, seeds=seeds,
                              groups=groups, rng=key, format_penalty=c.algo.format_penalty,
                              stats=stats)
+        preemption.maybe_kill("rollout", it)  # test hook, off by default
         env_steps += stats.env_steps
         t_roll = time.perf_counter() - t0
         samples, sstats = build_samples(trajs, c.algo, run.mcfg)
@@ -402,6 +393,9 @@ def _train(run: Run):
                                          seed=hash((c.seed, it)) % 2**31, pad_id=run.pad_id):
                 state, m = learner.step(state, batches)
                 metrics = {k: float(v) for k, v in jax.device_get(m).items()}
+                skips.update(metrics, jax.tree.leaves(batches)[0].shape[0])
+        preemption.maybe_kill("update", it)  # test hook, off by default
+        metrics.update(skips.row())
         t_train = time.perf_counter() - t1
         row = dict(phase="train", step=it, env_steps=env_steps,
                    success_rate=float(np.mean([t.success for t in trajs])),
@@ -410,13 +404,22 @@ def _train(run: Run):
                    invalid_rate=float(np.mean([s.invalid for t in trajs for s in t.steps])),
                    samples=len(samples), samples_per_s=len(samples) * r.epochs / max(t_train, 1e-9),
                    rollout_s=t_roll, train_s=t_train, iter_s=time.perf_counter() - t0,
-                   env_steps_per_s=stats.env_steps / max(t_roll, 1e-9), **sstats, **metrics)
+                   env_steps_per_s=stats.env_steps / max(t_roll, 1e-9),
+                   env_faults=stats.env_faults, **sstats, **metrics)
         run.metrics.write(row, TRAIN_KEYS)
+        skips.check(it, os.path.join(run.ckpt.directory, str(saved)))
         last = it == r.iterations
         if c.eval.every and it % c.eval.every == 0 and not last:
             run_evaluation(run, state.params, it, env_steps)
-        if last or (c.checkpoint.every and it % c.checkpoint.every == 0):
-            run.save(it, state, "rl", env_steps=env_steps, force=last)
+        if last or run.stop.requested or (c.checkpoint.every and it % c.checkpoint.every == 0):
+            run.save(it, state, "rl", env_steps=env_steps, force=True)
+            saved = it
+            preemption.maybe_kill("checkpoint", it)  # test hook: async write in flight
+        if run.stop.requested and not last:
+            run.ckpt.wait()
+            print(f"[train] stopped by {run.stop.requested} after iteration {it}; checkpoint "
+                  f"{run.ckpt.directory}/{it} written, rerun to resume", flush=True)
+            return
     run.ckpt.wait()
     run_evaluation(run, state.params, r.iterations, env_steps, final=True)
     plot_learning_curve(run.workdir)

@@ -1,14 +1,15 @@
-"""End-to-end: the CLI's train mode on a miniature BabyAI config; exact resume after SIGKILL."""
+"""End-to-end: the CLI's train mode on a miniature BabyAI config; exact resume after SIGTERM and
+SIGKILLs at every kind of point, with the default asynchronous checkpoints."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
+
+from grow_jax.train.preemption import KILL_ENV
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -18,8 +19,7 @@ MINI = [
     "--config.rl.minibatch_size=32", "--config.rl.epochs=1", "--config.env.max_steps=6",
     "--config.sft.demo_episodes=2", "--config.sft.steps=4", "--config.sft.steps_per_call=2",
     "--config.eval.episodes=4", "--config.eval.num_envs=4", "--config.eval.every=2",
-    "--config.eval.videos=1", "--config.checkpoint.every=1", "--config.checkpoint.async_save=False",
-    "--config.logging.tensorboard=False",
+    "--config.eval.videos=1", "--config.checkpoint.every=2", "--config.logging.tensorboard=False",
 ]
 
 
@@ -69,36 +69,108 @@ def _rows(workdir):
         return [json.loads(x) for x in f]
 
 
+TIMING = ("time_s", "rollout_s", "train_s", "iter_s", "samples_per_s", "env_steps_per_s")
+
+# One run, interrupted again and again (GROW_JAX_TEST_KILL_AT, see grow_jax.train.preemption):
+# (hook, expected exit). Checkpoints every 2 iterations, asynchronous (the defaults' mode).
+INTERRUPTIONS = [
+    ("rollout:1:SIGTERM", 0),  # graceful: finish iteration 1, checkpoint it, exit 0
+    ("rollout:2", -9),  # SIGKILL after the episodes, before the update
+    ("update:2", -9),  # after the update, before its metrics row
+    ("eval:2", -9),  # during the periodic evaluation (train row 2 already written)
+    ("checkpoint:2", -9),  # right after the asynchronous save of iteration 2 started
+    ("metrics:3", -9),  # half of train row 3 written: a torn last line
+]
+
+
+def _clean(rows):
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
 @pytest.mark.slow
-def test_train_outputs_and_exact_resume_after_sigkill(tmp_path):
-    """The train mode writes every promised output; a run killed after its iteration-1
-    checkpoint and restarted ends bit-identical to the uninterrupted run."""
+def test_train_outputs_and_exact_resume_after_kills_anywhere(tmp_path):
+    """The train mode writes every promised output; a run stopped by SIGTERM and then
+    SIGKILLed at every kind of point (rollout, update, evaluation, asynchronous checkpoint
+    write, metrics write), restarted each time, ends bit-identical to the uninterrupted run,
+    with the same metrics rows (timings aside)."""
     ref, killed = str(tmp_path / "ref"), str(tmp_path / "killed")
     out = subprocess.run(_cmd(ref), cwd=ROOT, env=_env(), capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     _check_outputs(ref)
 
-    proc = subprocess.Popen(_cmd(killed), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    ck1 = os.path.join(killed, "checkpoints", "1")
-    deadline = time.time() + 600
-    while not os.path.isdir(ck1) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert os.path.isdir(ck1), "the run never wrote its iteration-1 checkpoint"
-
+    for hook, code in INTERRUPTIONS:
+        out = subprocess.run(_cmd(killed), cwd=ROOT, env={**_env(), KILL_ENV: hook},
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == code, (hook, out.stderr[-3000:])
+        if code == 0:
+            assert "stopped by SIGTERM after iteration 1" in out.stdout, out.stdout[-2000:]
+            assert os.path.isdir(os.path.join(killed, "checkpoints", "1"))
+    ckdir = os.path.join(killed, "checkpoints")
+    newest = max(int(d) for d in os.listdir(ckdir) if d.isdigit())
+    _damage(os.path.join(ckdir, str(newest)))  # and the newest checkpoint is damaged too
     out = subprocess.run(_cmd(killed), cwd=ROOT, env=_env(), capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "resumed from" in out.stderr + out.stdout
+    assert "resumed from" in out.stdout
+    assert "torn line" in out.stderr
+    assert f"checkpoints/{newest} is damaged" in out.stderr
+    assert os.path.isdir(os.path.join(killed, "checkpoints.damaged", str(newest)))
     step_a, a = _final_params(ref)
     step_b, b = _final_params(killed)
     assert step_a == step_b == 3
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-    # metrics: one row per iteration, as in the uninterrupted run
-    steps = lambda wd: [(r["phase"], r["step"]) for r in _rows(wd)]  # noqa: E731
-    assert steps(killed) == steps(ref)
+    assert _clean(_rows(killed)) == _clean(_rows(ref))
+    assert os.path.exists(os.path.join(killed, "metrics.discarded.jsonl"))
+    assert os.path.exists(os.path.join(killed, "metrics.torn.txt"))
+
+
+def _damage(step_dir):
+    """Truncates the array data files of one checkpoint step (a torn copy, a bad disk)."""
+    for root, _, files in os.walk(step_dir):
+        if os.path.basename(root) == "d":
+            for f in files:
+                with open(os.path.join(root, f), "r+b") as fh:
+                    fh.truncate(7)
+
+
+@pytest.mark.slow
+def test_non_finite_updates_are_skipped_then_stop_the_run(tmp_path):
+    """A learning rate of 1e30 blows the params up after one update; every later loss is
+    non-finite, so those updates are skipped and counted, and after rl.max_skipped_updates
+    in a row the run stops with one line naming the last good checkpoint (exit status 1)."""
+    wd = str(tmp_path / "nan")
+    out = subprocess.run(_cmd(wd, "--config.rl.lr=1e30", "--config.rl.warmup_steps=0",
+                              "--config.rl.max_skipped_updates=2", "--config.eval.every=0"),
+                         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    errors = [x for x in out.stderr.splitlines() if x.startswith("error: ")]
+    assert out.returncode == 1 and len(errors) == 1, out.stderr[-3000:]
+    assert "updates in a row had a non-finite loss or gradient" in errors[0]
+    assert "rl.max_skipped_updates=2" in errors[0] and "checkpoints/" in errors[0]
+    train = [r for r in _rows(wd) if r["phase"] == "train"]
+    assert sum(r["skipped_updates"] for r in train) >= 2
+
+
+@pytest.mark.slow
+def test_other_model_size_is_one_line_error_and_changes_nothing(tmp_path):
+    """A workdir trained with hidden_size 64, restarted with hidden_size 32: one line naming
+    the first tensor whose shape differs (not orbax's "tree structures do not match")."""
+    wd = str(tmp_path / "sft")
+    out = subprocess.run(_cmd(wd, "--mode=sft", "--config.sft.steps=2"), cwd=ROOT, env=_env(),
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    smaller = tmp_path / "smaller.py"
+    smaller.write_text(
+        "import runpy\n\n\ndef get_config():\n"
+        f"    c = runpy.run_path({os.path.join(ROOT, 'configs', 'tiny_cpu.py')!r})['get_config']()\n"
+        "    c.model.preset_overrides.hidden_size = 32\n    return c\n")
+    before = sorted(os.listdir(os.path.join(wd, "checkpoints")))
+    cmd = [a if not a.startswith("--config=") else f"--config={smaller}" for a in _cmd(wd)]
+    out = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    errors = [x for x in out.stderr.splitlines() if x.startswith("error: ")]
+    assert out.returncode == 1 and len(errors) == 1, out.stderr[-3000:]
+    assert "does not fit this model" in errors[0] and "in the checkpoint" in errors[0]
+    assert "Traceback" not in out.stderr
+    assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == before
