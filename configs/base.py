@@ -11,11 +11,13 @@ here, or a value of another type, is a one-line error. Other config files start 
         return config
 
 Conventions: `placeholder(T)` marks an optional field (None or a T); an empty dict marks a
-free-form section whose keys are not checked; a float field also accepts an int.
+free-form section whose keys are not checked; a float field also accepts an int;
+`FieldReference(..., field_type=object)` marks a field of several types (a task selection:
+a tuple of names or one name; checked where it is used, `grow_jax.envs.base.select_tasks`).
 """
 
 import ml_collections
-from ml_collections.config_dict import placeholder
+from ml_collections.config_dict import FieldReference, placeholder
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -37,8 +39,10 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.env = e = ml_collections.ConfigDict()
     e.suite = "babyai"  # task suite: babyai | crafter | minecraft
-    e.tasks = ("BabyAI-GoToRedBallNoDists-v0",)  # task ids trained on (suite-specific names)
-    e.eval_tasks = placeholder(tuple)  # held-out evaluation tasks; None: the training tasks
+    # tasks trained on: a tuple of task ids / family names, or one string: an id, a family
+    # (BabyAI level group, Crafter category, Minecraft embodied/gui/combat/interact) or "all"
+    e.tasks = FieldReference(("BabyAI-GoToRedBallNoDists-v0",), field_type=object)
+    e.eval_tasks = FieldReference(None, field_type=object)  # same form; None: the training tasks
     e.max_steps = 16  # episode cap in decisions (one decision = one model call)
     e.num_envs = 64  # environments stepped in parallel per host
     e.actions_per_decision = 1  # low-level actions decoded per model call (Minecraft: 4)

@@ -80,6 +80,8 @@ def _unknown(path: str, reference: ml_collections.ConfigDict) -> ConfigError:
 def _expected_type(ref: Any) -> tuple[type | None, bool]:
     """(type, optional) of a base field; type None means unconstrained."""
     if isinstance(ref, FieldReference):
+        if ref.get_type() is object:  # a field of several types, checked where it is used
+            return None, True
         value = ref.get()
         return (ref.get_type(), value is None) if value is None else (type(value), False)
     if ref is None:

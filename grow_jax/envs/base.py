@@ -8,7 +8,8 @@ or int arrays (Minecraft: JARVIS-VLA group values, one row per low-level action)
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import difflib
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -61,3 +62,53 @@ def make_obs(image: np.ndarray, instruction: str) -> Obs:
     if image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"observation image must be HxWx3, got shape {image.shape}")
     return {"image": image, "instruction": instruction}
+
+
+def selection_names(ids: str | Sequence[str] | None) -> tuple[str, ...]:
+    """A task selection as a tuple of names: None -> ("all",), "x" -> ("x",).
+
+    Raises a one-line ValueError for anything but a string or a non-empty run of strings."""
+    if ids is None:
+        return ("all",)
+    if isinstance(ids, str):
+        return (ids,)
+    if isinstance(ids, Sequence) and ids and all(isinstance(i, str) for i in ids):
+        return tuple(ids)
+    raise ValueError(f"a task selection must be a task id, a family name, 'all' or a "
+                     f"non-empty tuple of them, got {ids!r}")
+
+
+def select_tasks(tasks: Sequence[Task], ids: str | Sequence[str] | None,
+                 suite: str) -> list[Task]:
+    """The tasks named by `ids`, in the order named (no duplicates).
+
+    Each name is a task_id (every seed of it), a family (`Task.family`: a BabyAI level
+    group, a Crafter category, a Minecraft family) or "all"; None means "all". An unknown
+    name is a one-line ValueError listing the closest ids and families.
+    """
+    names = selection_names(ids)
+    by_id: dict[str, list[Task]] = {}
+    by_family: dict[str, list[Task]] = {}
+    for t in tasks:
+        by_id.setdefault(t.task_id, []).append(t)
+        by_family.setdefault(t.family, []).append(t)
+    out, seen = [], set()
+    for name in names:
+        if name == "all":
+            chosen = list(tasks)
+        elif name in by_id:
+            chosen = by_id[name]
+        elif name in by_family:
+            chosen = by_family[name]
+        else:
+            known = list(by_id) + list(by_family)
+            close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(
+                f"unknown {suite} task or family {name!r}{hint} "
+                f"(families: {', '.join(sorted(by_family))}; or 'all')")
+        for t in chosen:
+            if id(t) not in seen:
+                seen.add(id(t))
+                out.append(t)
+    return out

@@ -68,11 +68,11 @@ class Run:
         from grow_jax.envs import make_tasks
 
         e = self.config.env
-        names = (e.eval_tasks or e.tasks) if eval_ else e.tasks
-        kwargs = dict(max_steps=e.max_steps)
-        if e.suite == "babyai":
-            kwargs["levels"] = list(names)
-        return make_tasks(e.suite, **kwargs)
+        key = "env.eval_tasks" if eval_ and e.eval_tasks is not None else "env.tasks"
+        try:
+            return make_tasks(e.suite, ids=e[key.split(".")[1]], max_steps=e.max_steps)
+        except ValueError as err:
+            raise ValueError(f"config error: '{key}': {err}") from None
 
     def pool(self, name: str, tasks_per_env):
         from grow_jax.envs.pool import EnvPool

@@ -13,7 +13,7 @@ from grow_jax.envs.pool import EnvPool, EnvWorkerError
 
 @pytest.fixture(scope="module")
 def tasks():
-    return babyai.make_tasks(levels=["BabyAI-GoToRedBallNoDists-v0"], seeds=[0, 1]) + (
+    return babyai.make_tasks(ids=["BabyAI-GoToRedBallNoDists-v0"], seeds=[0, 1]) + (
         crafter.make_tasks(["collect_wood"], seeds=[2])
     )
 
