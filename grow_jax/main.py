@@ -230,6 +230,8 @@ def main(argv: list[str]) -> None:
         MODES[_MODE.value](config, workdir, flags.FLAGS)
     except UsageError as e:
         _die(f"error: {e}")
+    except config_utils.ConfigError as e:  # found once the run looks at its workdir/data
+        _die(str(e))
     except (OSError, ValueError) as e:
         if _MODE.value not in ("import_hf", "export_hf"):
             raise

@@ -112,3 +112,43 @@ def select_tasks(tasks: Sequence[Task], ids: str | Sequence[str] | None,
                 seen.add(id(t))
                 out.append(t)
     return out
+
+
+def resize_frame(image: np.ndarray, size: int) -> np.ndarray:
+    """`image` (HWC uint8) with its longer side resized to `size` pixels (PIL bicubic, aspect
+    kept, shorter side rounded, at least 1); an image whose longer side is already `size`
+    is returned unchanged (pixel-identical)."""
+    h, w = image.shape[:2]
+    if max(h, w) == size:
+        return image
+    from PIL import Image
+
+    scale = size / max(h, w)
+    th, tw = max(1, round(h * scale)), max(1, round(w * scale))
+    return np.asarray(Image.fromarray(image).resize((tw, th), Image.BICUBIC))
+
+
+class ResizedFrames:
+    """An env whose observation frames are resized by `resize_frame` (config env.image_size);
+    every other attribute (task, expert_action, ...) is the wrapped env's."""
+
+    def __init__(self, env: Env, size: int):
+        if not isinstance(size, int) or size < 1:
+            raise ValueError(f"env.image_size must be None or a positive int, got {size!r}")
+        self.env, self.size = env, size
+
+    def __getattr__(self, name):
+        return getattr(self.env, name)
+
+    def _obs(self, obs: Obs) -> Obs:
+        return {**obs, "image": resize_frame(obs["image"], self.size)}
+
+    def reset(self, seed: int | None = None) -> Obs:
+        return self._obs(self.env.reset(seed))
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return self._obs(obs), reward, terminated, truncated, info
+
+    def close(self) -> None:
+        self.env.close()

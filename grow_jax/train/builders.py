@@ -57,12 +57,42 @@ def model_config(config, tokenizer) -> Qwen2VLConfig:
     return Qwen2VLConfig.tiny(**overrides)
 
 
-def build_model(mcfg: Qwen2VLConfig, mesh, seed: int):
-    """A randomly initialised model, its params placed on the mesh by the logical rules."""
+def build_model(mcfg: Qwen2VLConfig, mesh, seed: int, hf_dir: str | None = None):
+    """The model on the mesh: hf_dir's weights loaded straight onto it, else a random init."""
+    if hf_dir:
+        from grow_jax.models import hf_io
+
+        return hf_io.load_pretrained(hf_dir, mesh=mesh, dtype=mcfg.dtype,
+                                     param_dtype=mcfg.param_dtype)
     from grow_jax.models.qwen2_vl.modeling import Qwen2VL
 
     model = Qwen2VL(mcfg, rngs=nnx.Rngs(seed))
     return sharding.shard_model(model, mesh)
+
+
+# Where a run's starting params come from, first match wins (docs: BUILD.md "Weights").
+WEIGHT_SOURCES = ("checkpoint", "init_checkpoint", "hf_dir", "init")
+
+
+def start_weights(config, has_checkpoint: bool, resume: bool = True) -> str:
+    """The run's weight source: "checkpoint" (WORKDIR's latest: resume, or an sft/import_hf
+    checkpoint), "init_checkpoint" (rl.init_checkpoint's workdir), "hf_dir" (model.hf_dir's
+    safetensors) or "init" (random init, followed by the SFT warm start when sft.steps > 0).
+    resume=False (--mode=sft) skips the first two. Raises ConfigError when
+    model.require_weights is set and the answer would be "init"."""
+    from grow_jax.config_utils import ConfigError
+
+    if resume and has_checkpoint:
+        return "checkpoint"
+    if resume and config.rl.init_checkpoint:
+        return "init_checkpoint"
+    if config.model.hf_dir:
+        return "hf_dir"
+    if config.model.require_weights:
+        raise ConfigError("config error: this config needs starting weights: set "
+                          "--config.model.hf_dir=HF_FOLDER or --config.rl.init_checkpoint="
+                          "WORKDIR, or use a workdir that holds a checkpoint")
+    return "init"
 
 
 def param_count(model) -> int:
