@@ -18,7 +18,10 @@ def test_babyai_levels_and_families():
 
 
 @pytest.mark.parametrize("tile_size,hw", [(8, 56), (4, 28)])
-def test_babyai_obs_copy_and_expert_solves(tile_size, hw):
+def test_babyai_obs_copy_and_expert_solves(tile_size, hw, monkeypatch):
+    from envs.test_pool import reused_frame_buffer
+
+    reused_frame_buffer(monkeypatch)  # earlier frames survive only through make_obs's copy
     (task,) = make_tasks("babyai", ids=["BabyAI-GoToLocal-v0"], seeds=[3])
     assert task.family == "GoTo" and task.instruction.startswith("go to")
     env = make_env(task, tile_size=tile_size)
