@@ -71,7 +71,11 @@ def test_max_prompt_tokens_caps_prompts_with_an_error_naming_the_key():
 
 def test_actions_per_decision_sets_the_minecraft_chunk():
     tok = load_tokenizer()
-    agent = make_agent(_config(suite="minecraft", actions_per_decision=2), tok)
+    with pytest.raises(ConfigError, match=r"'agent.max_new_tokens'=8 is below the 25 tokens"):
+        make_agent(_config(suite="minecraft", actions_per_decision=2), tok)
+    c = base_config()
+    c.env.suite, c.env.actions_per_decision, c.agent.max_new_tokens = "minecraft", 2, 25
+    agent = make_agent(resolve_config(c), tok)
     assert agent.codec.chunk == 2 and agent.codec.num_tokens == 2 * 12 + 1
     action = np.zeros((2, 12), np.int64)
     decoded, valid, _ = agent.decode(np.asarray(agent.encode(action)))

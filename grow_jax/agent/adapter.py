@@ -90,5 +90,11 @@ def make_agent(config, tokenizer) -> PolicyAgent:
     else:
         raise ConfigError(f"config error: 'env.actions_per_decision' must be 1 for suite "
                           f"{e.suite!r} (one action word per decision), got {chunk}")
-    return PolicyAgent(tokenizer, e.suite, history=a.history, compact=a.compact_prompt,
-                       max_prompt_tokens=a.max_prompt_tokens, codec_kwargs=codec_kwargs)
+    agent = PolicyAgent(tokenizer, e.suite, history=a.history, compact=a.compact_prompt,
+                        max_prompt_tokens=a.max_prompt_tokens, codec_kwargs=codec_kwargs)
+    need = getattr(agent.codec, "num_tokens", 1)
+    if a.max_new_tokens < need:
+        raise ConfigError(f"config error: 'agent.max_new_tokens'={a.max_new_tokens} is below "
+                          f"the {need} tokens one {e.suite} decision takes "
+                          f"(env.actions_per_decision={chunk})")
+    return agent
