@@ -122,13 +122,26 @@ def test_train_from_hf_dir_starts_from_its_weights(tiny_hf, tmp_path):
 
 
 @pytest.mark.slow
+def test_rl_from_an_import_hf_workdir_takes_its_architecture(tiny_hf, tmp_path):
+    """base.py's tiny preset differs from the imported folder's: the import's checkpoint
+    metadata and tokenizer define the model (rl.init_checkpoint = that workdir)."""
+    imp, run = str(tmp_path / "imp"), str(tmp_path / "run")
+    _ok(f"--workdir={imp}", "--mode=import_hf", f"--hf_dir={tiny_hf}")
+    _ok(f"--workdir={run}", f"--config.rl.init_checkpoint={imp}", *SMALL)
+    assert not os.path.exists(os.path.join(run, "demos"))  # no SFT before an imported start
+    start, ref = _checkpoint_params(run, 0), _hf_params(tiny_hf)
+    for k in ref:
+        np.testing.assert_array_equal(start[k], ref[k], err_msg=k)
+
+
+@pytest.mark.slow
 def test_grow_on_crafter_with_a_task_list(tmp_path):
     wd = str(tmp_path / "crafter")
     _ok(f"--workdir={wd}", "--config=configs/tiny_cpu.py", *SMALL, "--config.env.suite=crafter",
-        '--config.env.tasks=("collect_wood","place_table")', "--config.env.eval_tasks=defeat",
-        "--config.env.image_size=32",
+        '--config.env.tasks=("collect_wood","place_table")', "--config.env.image_size=32",
         "--config.sft.steps=0", "--config.logging.every=2")
-    assert _eval_tasks(wd) == ["crafter:defeat_skeleton", "crafter:defeat_zombie"]
+    # eval_tasks None: evaluated on the training tasks, so exactly the two chosen
+    assert _eval_tasks(wd) == ["crafter:collect_wood", "crafter:place_table"]
     assert [r["step"] for r in _rows(wd, "train")] == [2]  # logging.every=2
     with open(os.path.join(wd, "config.json")) as f:
         assert json.load(f)["env"]["tasks"] == ["collect_wood", "place_table"]
@@ -139,9 +152,10 @@ def test_grow_on_fake_minecraft_with_builds_task_list(tmp_path):
     """BUILD.md's `--config.env.tasks='("mine_block:oak_log",)'`, on the fake backend (which
     a config file turns on: env.kwargs is free-form)."""
     cfg = tmp_path / "mc_fake.py"
+    tiny_cpu = os.path.join(ROOT, "configs", "tiny_cpu.py")
     cfg.write_text(
-        "import importlib.util, os\n"
-        f"spec = importlib.util.spec_from_file_location('t', {os.path.join(ROOT, 'configs', 'tiny_cpu.py')!r})\n"
+        "import importlib.util\n"
+        f"spec = importlib.util.spec_from_file_location('t', {tiny_cpu!r})\n"
         "tiny = importlib.util.module_from_spec(spec); spec.loader.exec_module(tiny)\n"
         "def get_config():\n"
         "    c = tiny.get_config()\n"

@@ -25,21 +25,50 @@ def make_mesh(config):
     return sharding.make_mesh(data=data, fsdp=m.fsdp, tensor=m.tensor)
 
 
-def load_tokenizer(config):
+HF_ASSETS_DIR = "hf_assets"  # as grow_jax.main.HF_ASSETS_DIR: files import_hf keeps
+
+
+def imported_workdir(config, workdir: str, start: str) -> str | None:
+    """The workdir of an `import_hf` whose checkpoint starts this run (WORKDIR itself or
+    rl.init_checkpoint, when it holds hf_assets/ and hf_dir is unset), else None: its
+    checkpoint's architecture and its tokenizer then define the model."""
+    src = {"checkpoint": workdir, "init_checkpoint": config.rl.init_checkpoint}.get(start)
+    if config.model.hf_dir or not src or not os.path.isdir(os.path.join(src, HF_ASSETS_DIR)):
+        return None
+    return src
+
+
+def load_tokenizer(config, imported: str | None = None):
+    """model.tokenizer_dir > model.hf_dir > an imported workdir's hf_assets > the shipped one."""
     from grow_jax.agent.tokenizer import load_tokenizer as load
 
     path = config.model.tokenizer_dir or config.model.hf_dir
+    if path is None and imported is not None:
+        assets = os.path.join(imported, HF_ASSETS_DIR)
+        path = assets if os.path.isfile(os.path.join(assets, "tokenizer.json")) else None
     return load(path)
 
 
-def model_config(config, tokenizer) -> Qwen2VLConfig:
-    """The Qwen2VLConfig of this run: from hf_dir's config.json, or the preset + overrides
-    with vocabulary and special-token ids taken from the tokenizer."""
+def model_config(config, tokenizer, imported: str | None = None) -> Qwen2VLConfig:
+    """The Qwen2VLConfig of this run: from hf_dir's config.json, an imported workdir's
+    checkpoint metadata, or the preset + overrides with vocabulary and special-token ids
+    taken from the tokenizer."""
     m = config.model
     if m.hf_dir:
         with open(os.path.join(m.hf_dir, "config.json")) as f:
             return Qwen2VLConfig.from_hf(json.load(f)).replace(dtype=m.dtype,
                                                                param_dtype=m.param_dtype)
+    if imported is not None:
+        from grow_jax.train.checkpoint import Checkpointer
+
+        ckpt = Checkpointer(os.path.join(imported, "checkpoints"), async_save=False)
+        try:
+            extra = ckpt.read_extra() or {}
+        finally:
+            ckpt.close()
+        if "model_config" in extra:
+            return Qwen2VLConfig.from_hf(dict(extra["model_config"])).replace(
+                dtype=m.dtype, param_dtype=m.param_dtype)
     from grow_jax.agent.tokenizer import special_token_ids
 
     if m.preset == "qwen2_vl_7b":

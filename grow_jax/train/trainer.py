@@ -53,8 +53,9 @@ class Run:
                                  async_save=config.checkpoint.async_save)
         self.start = builders.start_weights(config, self.ckpt.latest_step() is not None, resume)
         self.mesh = builders.make_mesh(config)
-        self.tokenizer = builders.load_tokenizer(config)
-        self.mcfg = builders.model_config(config, self.tokenizer)
+        imported = builders.imported_workdir(config, workdir, self.start)
+        self.tokenizer = builders.load_tokenizer(config, imported)
+        self.mcfg = builders.model_config(config, self.tokenizer, imported)
         self.model = builders.build_model(self.mcfg, self.mesh, config.seed,
                                           config.model.hf_dir if self.start == "hf_dir" else None)
         self.agent = make_agent(config, self.tokenizer)
