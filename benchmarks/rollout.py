@@ -51,7 +51,7 @@ def main(argv=None):
     agent = make_agent(c, tok)
     sampler = Sampler(model, SamplingParams(max_new_tokens=c.agent.max_new_tokens,
                                             stop_token_ids=agent.stop_ids))
-    tasks = make_tasks("babyai", levels=list(c.env.tasks), max_steps=c.env.max_steps)
+    tasks = make_tasks("babyai", ids=c.env.tasks, max_steps=c.env.max_steps)
     pool = EnvPool([tasks[0]] * args.envs, env_kwargs=dict(c.env.kwargs))
     seeds = lambda r: list(range(r * args.envs, (r + 1) * args.envs))  # noqa: E731
 

@@ -11,11 +11,13 @@ here, or a value of another type, is a one-line error. Other config files start 
         return config
 
 Conventions: `placeholder(T)` marks an optional field (None or a T); an empty dict marks a
-free-form section whose keys are not checked; a float field also accepts an int.
+free-form section whose keys are not checked; a float field also accepts an int;
+`FieldReference(..., field_type=object)` marks a field that is one string or a tuple of
+strings (a task selection; the names are checked by `grow_jax.envs.base.select_tasks`).
 """
 
 import ml_collections
-from ml_collections.config_dict import placeholder
+from ml_collections.config_dict import FieldReference, placeholder
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -25,11 +27,13 @@ def get_config() -> ml_collections.ConfigDict:
     c.model = m = ml_collections.ConfigDict()
     m.preset = "tiny"  # Qwen2VLConfig preset used when hf_dir is unset: "tiny" | "qwen2_vl_7b"
     m.preset_overrides = {}  # free-form Qwen2VLConfig.tiny(**overrides) fields, e.g. hidden_size
-    m.hf_dir = placeholder(str)  # local HF Qwen2-VL folder to start from (overrides preset)
+    m.hf_dir = placeholder(str)  # local HF Qwen2-VL folder: its config, tokenizer and weights
+    # (starting weights, first match: WORKDIR checkpoint > rl.init_checkpoint > hf_dir > init)
     m.tokenizer_dir = placeholder(str)  # tokenizer folder; None: hf_dir's, else the shipped one
     m.dtype = "float32"  # compute dtype: float32 | bfloat16 (bf16 on TPU/GPU; f32 is faster on CPU)
     m.param_dtype = "float32"  # parameter storage dtype (optimizer master weights)
     m.remat = False  # recompute each decoder layer in the backward pass (less activation memory)
+    m.require_weights = False  # refuse a random init: need a checkpoint, init_checkpoint or hf_dir
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1  # data-parallel axis size; -1 takes all devices left over by the others
@@ -38,12 +42,16 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.env = e = ml_collections.ConfigDict()
     e.suite = "babyai"  # task suite: babyai | crafter | minecraft
-    e.tasks = ("BabyAI-GoToRedBallNoDists-v0",)  # task ids trained on (suite-specific names)
-    e.eval_tasks = placeholder(tuple)  # held-out evaluation tasks; None: the training tasks
+    # tasks trained on: a tuple of task ids / family names, or one string: an id, a family
+    # (BabyAI level group, Crafter category, Minecraft embodied/gui/combat/interact) or "all"
+    e.tasks = FieldReference(("BabyAI-GoToRedBallNoDists-v0",), field_type=object)
+    e.eval_tasks = FieldReference(None, field_type=object)  # same form; None: the training tasks
     e.max_steps = 16  # episode cap in decisions (one decision = one model call)
-    e.num_envs = 64  # environments stepped in parallel per host
-    e.actions_per_decision = 1  # low-level actions decoded per model call (Minecraft: 4)
-    e.image_size = 56  # square frame side in pixels fed to the vision tower
+    e.actions_per_decision = 1  # low-level actions per model call (Minecraft only: e.g. 4)
+    # frames fed to the vision tower: None = the suite's native frames; an int = resized
+    # (bicubic, aspect kept) so the longer side is that many pixels. Either way frames are
+    # then padded to multiples of patch_size * spatial_merge_size.
+    e.image_size = placeholder(int)
     e.kwargs = {}  # free-form suite-specific constructor arguments
     e.pool_mode = "sync"  # env pool: "sync" (in-process) | "async" (worker processes)
     e.fault_policy = "drop"  # crashed/hung env: restart, "drop" | "fail" episode; "raise": stop
@@ -53,7 +61,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.agent = a = ml_collections.ConfigDict()
     a.history = 0  # previous decisions shown in the prompt (GROW's released agent: 0)
     a.compact_prompt = True  # short instruction-only prompt instead of the full chat preamble
-    a.max_prompt_tokens = 512  # prompts are padded/bucketed up to this length
+    a.max_prompt_tokens = 512  # longest prompt (tokens, images included); longer: an error
     a.max_new_tokens = 8  # action tokens sampled per decision
     a.temperature = 1.0  # rollout sampling temperature
     a.top_k = 0  # top-k filter at sampling time; 0 disables
@@ -118,7 +126,7 @@ def get_config() -> ml_collections.ConfigDict:
     k.async_save = True  # write checkpoints in the background
 
     c.logging = lg = ml_collections.ConfigDict()
-    lg.every = 1  # write metrics every N iterations
+    lg.every = 1  # write a train metrics row every N iterations (and the last); 0 acts as 1
     lg.tensorboard = True  # also write TensorBoard event files under WORKDIR/tensorboard
     lg.progress = True  # console progress bar
 

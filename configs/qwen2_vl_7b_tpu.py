@@ -20,6 +20,8 @@ def get_config():
     c = base_config()
     c.model.preset = "qwen2_vl_7b"  # Qwen2-VL-7B sizes (what the planner sizes without hf_dir)
     c.model.hf_dir = None  # set with --config.model.hf_dir=/path/to/hf/folder
+    c.model.preset = "qwen2_vl_7b"  # the architecture when weights come from a checkpoint
+    c.model.require_weights = True  # no hf_dir, init_checkpoint or checkpoint: refuse to start
     c.model.dtype = "bfloat16"  # bf16 compute on TPU
     c.model.param_dtype = "float32"  # f32 master weights (Adam states sharded over fsdp)
 
@@ -40,9 +42,8 @@ def get_config():
     )
     c.env.eval_tasks = None  # None: the training tasks; the full OpenHA suite has 823 ids
     c.env.max_steps = 300  # decisions (4 ticks each: 60 s of game time)
-    c.env.num_envs = 64  # Minecraft instances per host
     c.env.actions_per_decision = 4
-    c.env.image_size = 448  # frames are resized for the vision tower (640x360 native)
+    c.env.image_size = 448  # 640x360 frames resized to 448x252 (padded to 448x280: 160 tokens)
     c.env.pool_mode = "async"  # each Minecraft instance in its own worker process
 
     c.agent.history = 0  # current frame only, as the released agent

@@ -80,6 +80,8 @@ def _unknown(path: str, reference: ml_collections.ConfigDict) -> ConfigError:
 def _expected_type(ref: Any) -> tuple[type | None, bool]:
     """(type, optional) of a base field; type None means unconstrained."""
     if isinstance(ref, FieldReference):
+        if ref.get_type() is object:  # a field of several types, checked where it is used
+            return None, True
         value = ref.get()
         return (ref.get_type(), value is None) if value is None else (type(value), False)
     if ref is None:
@@ -131,6 +133,9 @@ def _validate(config, reference, prefix: str, root) -> None:
                     root,
                 )
             continue
+        if isinstance(ref, FieldReference) and ref.get_type() is object:
+            _check_str_or_strs(path, value, optional=ref.get() is None)
+            continue
         expected, optional = _expected_type(ref)
         if expected is None or (value is None and optional):
             continue
@@ -139,6 +144,21 @@ def _validate(config, reference, prefix: str, root) -> None:
             raise ConfigError(f"config error: '{path}' must be {_type_name(expected)}, got {got}")
         if expected in (tuple, list):
             _check_elements(path, value, ref.get() if isinstance(ref, FieldReference) else ref)
+
+
+def _check_str_or_strs(path: str, value: Any, optional: bool) -> None:
+    """A field typed `FieldReference(..., field_type=object)` in base.py: one string or a
+    tuple of strings (a task selection), or None where the default is None."""
+    if isinstance(value, str) or (value is None and optional):
+        return
+    if not isinstance(value, (tuple, list)):
+        got = "None" if value is None else type(value).__name__
+        raise ConfigError(f"config error: '{path}' must be str or tuple of str, got {got}")
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise ConfigError(
+                f"config error: '{path}[{i}]' must be str, got {type(item).__name__}"
+            )
 
 
 def _check_elements(path: str, value: Sequence[Any], ref: Sequence[Any] | None) -> None:

@@ -156,12 +156,23 @@ def export_hf(config, workdir: str, flag_values) -> None:
         or (assets if os.path.isdir(assets) else None)
         or config.model.hf_dir
     )
+    # A weights-only import (no tokenizer files) still exports its weights and config.
+    with_tokenizer = bool(
+        config.model.tokenizer_dir or tokenizer_dir is None or hf_io.has_tokenizer(tokenizer_dir)
+    )
+    if not with_tokenizer:
+        print(
+            f"warning: {tokenizer_dir} has no tokenizer.json or vocab.json: exporting weights "
+            "and config without a tokenizer (add one, or set --config.model.tokenizer_dir)",
+            file=sys.stderr,
+        )
     out = hf_io.save_pretrained(
         params,
         flag_values.hf_out,
         config=model_config,
         tokenizer_dir=tokenizer_dir,
         overwrite=flag_values.overwrite,
+        with_tokenizer=with_tokenizer,
     )
     print(f"exported {ckpt.directory}/{step} -> {out}")
 
@@ -252,6 +263,8 @@ def main(argv: list[str]) -> None:
     except RunError as e:  # a damaged/mismatched checkpoint, NaN or env-fault stop: one line
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    except config_utils.ConfigError as e:  # found once the run looks at its workdir/data
+        _die(str(e))
     except (OSError, ValueError) as e:
         if _MODE.value not in ("import_hf", "export_hf"):
             raise

@@ -13,3 +13,24 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import jax  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ValueError:  # sys.modules[name] is None: import blocked
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    """`needs_torch` tests skip (one by one, not their whole module) without torch."""
+    import pytest
+
+    if _importable("torch") and _importable("transformers"):
+        return
+    skip = pytest.mark.skip(reason="needs torch + transformers (pip install -e '.[test]')")
+    for item in items:
+        if "needs_torch" in item.keywords:
+            item.add_marker(skip)

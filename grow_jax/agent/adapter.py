@@ -10,6 +10,7 @@ import numpy as np
 from grow_jax.agent.codecs import make_codec
 from grow_jax.agent.prompts import PromptConfig, build_prompt_ids
 from grow_jax.agent.tokenizer import special_token_ids
+from grow_jax.config_utils import ConfigError
 
 
 class PolicyAgent:
@@ -20,9 +21,11 @@ class PolicyAgent:
     """
 
     def __init__(self, tokenizer, suite: str, *, history: int = 0, compact: bool = False,
-                 system: str | None = None):
+                 system: str | None = None, max_prompt_tokens: int | None = None,
+                 codec_kwargs: dict | None = None):
         self.tokenizer = tokenizer
-        self.codec = make_codec(suite, tokenizer)
+        self.codec = make_codec(suite, tokenizer, **(codec_kwargs or {}))
+        self.max_prompt_tokens = max_prompt_tokens
         self.history = int(history)
         self.prompt_config = PromptConfig(compact=compact, system=system, history=self.history)
         ids = special_token_ids(tokenizer)
@@ -39,6 +42,16 @@ class PolicyAgent:
         + the next user turn, so every prompt extends the one before token for token and a
         trajectory-level sample reproduces the behaviour context exactly.
         """
+        ids = self._prompt_ids(instruction, shown, image_tokens)
+        if self.max_prompt_tokens is not None and len(ids) > self.max_prompt_tokens:
+            raise ConfigError(
+                f"config error: a prompt of {len(ids)} tokens (after {len(shown)} shown "
+                f"decisions, {image_tokens} tokens per frame) exceeds "
+                f"'agent.max_prompt_tokens'={self.max_prompt_tokens}; raise it, or lower "
+                "agent.history / env.image_size")
+        return ids
+
+    def _prompt_ids(self, instruction: str, shown: Sequence, image_tokens: int) -> np.ndarray:
         if self.history >= 0 or not shown:
             history = [(None, st.action_text) for st in shown]
             cfg = dataclasses.replace(self.prompt_config, history=len(history))
@@ -67,6 +80,22 @@ class PolicyAgent:
 
 
 def make_agent(config, tokenizer) -> PolicyAgent:
-    a = config.agent
-    return PolicyAgent(tokenizer, config.env.suite, history=a.history,
-                       compact=a.compact_prompt)
+    """The run's agent; env.actions_per_decision sets the Minecraft codec's chunk (the text
+    suites take exactly one action word per decision)."""
+    a, e = config.agent, config.env
+    chunk = e.actions_per_decision
+    if e.suite == "minecraft":
+        codec_kwargs = {"chunk": chunk}
+    elif chunk == 1:
+        codec_kwargs = {}
+    else:
+        raise ConfigError(f"config error: 'env.actions_per_decision' must be 1 for suite "
+                          f"{e.suite!r} (one action word per decision), got {chunk}")
+    agent = PolicyAgent(tokenizer, e.suite, history=a.history, compact=a.compact_prompt,
+                        max_prompt_tokens=a.max_prompt_tokens, codec_kwargs=codec_kwargs)
+    need = getattr(agent.codec, "num_tokens", 1)
+    if a.max_new_tokens < need:
+        raise ConfigError(f"config error: 'agent.max_new_tokens'={a.max_new_tokens} is below "
+                          f"the {need} tokens one {e.suite} decision takes "
+                          f"(env.actions_per_decision={chunk})")
+    return agent

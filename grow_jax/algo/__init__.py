@@ -8,3 +8,12 @@
 
 Submodules are imported on demand so importing the package does not import JAX.
 """
+
+
+def __getattr__(name: str):
+    """`from grow_jax.algo import estimate`: the single-group estimator API, loaded lazily."""
+    if name == "estimate":
+        from grow_jax.algo.advantages import estimate
+
+        return estimate
+    raise AttributeError(f"module 'grow_jax.algo' has no attribute {name!r}")

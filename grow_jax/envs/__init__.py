@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from grow_jax.envs.base import Env, Obs, Task, make_obs
+from grow_jax.envs.base import Env, Obs, ResizedFrames, Task, make_obs
 
 SUITES = ("babyai", "crafter", "minecraft")
 
@@ -21,10 +21,14 @@ def suite_module(suite: str):
     return importlib.import_module(f"grow_jax.envs.{suite}")
 
 
-def make_env(task: Task, **kwargs) -> Env:
+def make_env(task: Task, image_size: int | None = None, **kwargs) -> Env:
     """Builds the env of `task` with suite options (tile_size, size, fake, ...); options that
-    a suite does not use are ignored, so one kwargs dict can serve a mixed pool."""
-    return suite_module(task.suite).make_env(task, **kwargs)
+    a suite does not use are ignored, so one kwargs dict can serve a mixed pool.
+
+    image_size (config env.image_size): None keeps the suite's native frames; an int
+    resizes every frame so its longer side is that many pixels (`base.resize_frame`)."""
+    env = suite_module(task.suite).make_env(task, **kwargs)
+    return env if image_size is None else ResizedFrames(env, image_size)
 
 
 def make_tasks(suite: str, **kwargs) -> list[Task]:

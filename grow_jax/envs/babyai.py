@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 import minigrid  # noqa: F401  (importing registers the BabyAI-* levels)
 
-from grow_jax.envs.base import Task, make_obs
+from grow_jax.envs.base import Task, make_obs, select_tasks
 
 ACTION_NAMES = ("left", "right", "forward", "pickup", "drop", "toggle", "done")
 SUITE = "babyai"
@@ -42,12 +42,18 @@ def level_family(level: str) -> str:
 
 
 def make_tasks(
-    levels: Sequence[str] | None = None,
+    ids: str | Sequence[str] | None = None,
     seeds: Sequence[int] = (0,),
     max_steps: int | None = None,
 ) -> list[Task]:
-    """One task per (level, seed); the instruction is that seed's mission."""
-    levels = list(levels) if levels is not None else level_ids()
+    """One task per (selected level, seed); the instruction is that seed's mission.
+
+    ids: level ids (`BabyAI-GoToLocal-v0`), level groups (`GoTo`, `Pickup`, ...; see
+    `level_family`) or "all" (None: all), as in `grow_jax.envs.base.select_tasks`.
+    """
+    catalog = [Task(task_id=lv, suite=SUITE, family=level_family(lv), instruction="")
+               for lv in level_ids()]
+    levels = [t.task_id for t in select_tasks(catalog, ids, SUITE)]
     tasks = []
     for level in levels:
         env = gym.make(level)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from grow_jax.envs.base import Task, make_obs
+from grow_jax.envs.base import Task, make_obs, select_tasks, selection_names
 
 SUITE = "crafter"
 DEFAULT_MAX_STEPS = 1000
@@ -38,18 +38,20 @@ def achievement_instruction(name: str) -> str:
 
 
 def make_tasks(
-    achievements: Sequence[str] | None = None,
+    ids: str | Sequence[str] | None = None,
     seeds: Sequence[int | None] = (0,),
     max_steps: int = DEFAULT_MAX_STEPS,
 ) -> list[Task]:
-    """One task per (achievement, world seed)."""
-    achievements = ACHIEVEMENTS if achievements is None else tuple(achievements)
-    for name in achievements:
-        if name not in ACHIEVEMENTS:
-            raise KeyError(f"unknown Crafter achievement {name!r}; known: {ACHIEVEMENTS}")
-    return [
+    """One task per (selected achievement, world seed).
+
+    ids: task ids (`crafter:collect_wood`, or just `collect_wood`), categories (`collect`,
+    `place`, `make`, `defeat`, `survive`) or "all" (None: all), as in
+    `grow_jax.envs.base.select_tasks`.
+    """
+    names = [f"{SUITE}:{n}" if n in ACHIEVEMENTS else n for n in selection_names(ids)]
+    tasks = [
         Task(
-            task_id=f"crafter:{name}",
+            task_id=f"{SUITE}:{name}",
             suite=SUITE,
             family=achievement_family(name),
             instruction=achievement_instruction(name),
@@ -57,9 +59,10 @@ def make_tasks(
             max_steps=max_steps,
             spawn={"achievement": name},
         )
-        for name in achievements
+        for name in ACHIEVEMENTS
         for seed in seeds
     ]
+    return select_tasks(tasks, names, SUITE)
 
 
 class CrafterEnv:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from grow_jax.envs.base import Task
+from grow_jax.envs.base import Task, select_tasks
 
 SUITE = "minecraft"
 DEFAULT_MAX_STEPS = 300  # decisions (= 1200 ticks = 60 s with chunk 4)
@@ -90,13 +90,14 @@ def read_task_table(path: str | None = None) -> list[dict[str, str]]:
 
 
 def make_tasks(
-    families: Sequence[str] | None = None,
+    ids: str | Sequence[str] | None = None,
     path: str | None = None,
     max_steps: int = DEFAULT_MAX_STEPS,
 ) -> list[Task]:
     """Tasks from the TSV. task_id is the table's id, except where the table reuses one
     (`craft_item:coal` names both a crafting and a smelting task): those rows become
-    `spawn_file:goal`. families: subset of embodied / gui / combat / interact."""
+    `spawn_file:goal`. ids: task ids, families (embodied = mine_block, gui = craft_item +
+    smelt_item, combat, interact) or "all" (None: all), as in `base.select_tasks`."""
     rows = read_task_table(path)
     counts = collections.Counter(row["task"] for row in rows)
     tasks, seen = [], set()
@@ -107,8 +108,6 @@ def make_tasks(
         if task_id in seen:
             raise ValueError(f"{path or 'minecraft_tasks.tsv'}: duplicate task id {task_id!r}")
         seen.add(task_id)
-        if families is not None and row["family"] not in families:
-            continue
         spawn = {
             "source_id": row["task"],
             "spawn_file": row["spawn_file"],
@@ -133,7 +132,7 @@ def make_tasks(
                 spawn=spawn,
             )
         )
-    return tasks
+    return select_tasks(tasks, ids, SUITE)
 
 
 # ---------------------------------------------------------------- actions

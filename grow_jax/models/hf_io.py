@@ -316,6 +316,11 @@ def _write_json(path: str, data: Mapping[str, Any]) -> None:
         f.write("\n")
 
 
+def has_tokenizer(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds tokenizer files (tokenizer.json or vocab.json)."""
+    return any(os.path.isfile(os.path.join(folder, n)) for n in ("tokenizer.json", "vocab.json"))
+
+
 def _copy_tokenizer(src: str, out: str) -> dict[str, Any]:
     """Copies the tokenizer files of ``src``; returns its tokenizer_config (or {})."""
     copied = [n for n in _TOKENIZER_FILES if os.path.isfile(os.path.join(src, n))]
@@ -400,6 +405,7 @@ def save_pretrained(
     tokenizer_dir: str | os.PathLike | None = None,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     overwrite: bool = False,
+    with_tokenizer: bool = True,
 ) -> str:
     """Writes a transformers-loadable Qwen2-VL folder; returns its path.
 
@@ -412,6 +418,8 @@ def save_pretrained(
         pixels are kept); default: grow_jax's bundled tokenizer.
       max_shard_bytes: above this total, weights are split into
         ``model-0000i-of-0000n.safetensors`` files plus ``model.safetensors.index.json``.
+      with_tokenizer: False writes weights and configs only (a weights-only source folder);
+        tokenizer_dir is then read for its preprocessor_config.json alone.
     """
     out_dir = os.path.abspath(os.fspath(out_dir))
     tokenizer_dir = os.fspath(tokenizer_dir) if tokenizer_dir is not None else DEFAULT_TOKENIZER_DIR
@@ -437,7 +445,7 @@ def save_pretrained(
     try:
         _write_weights(flat, tmp, config, max_shard_bytes, write=True)
         _write_json(os.path.join(tmp, "config.json"), config.to_hf())
-        tok_config = _copy_tokenizer(tokenizer_dir, tmp)
+        tok_config = _copy_tokenizer(tokenizer_dir, tmp) if with_tokenizer else {}
         _write_json(
             os.path.join(tmp, "preprocessor_config.json"),
             _preprocessor_config(config, tokenizer_dir),

@@ -25,20 +25,49 @@ def make_mesh(config):
     return sharding.make_mesh(data=data, fsdp=m.fsdp, tensor=m.tensor)
 
 
-def load_tokenizer(config):
+HF_ASSETS_DIR = "hf_assets"  # as grow_jax.main.HF_ASSETS_DIR: files import_hf keeps
+
+
+def imported_workdir(config, workdir: str, start: str) -> str | None:
+    """The workdir of an `import_hf` whose checkpoint starts this run (WORKDIR itself or
+    rl.init_checkpoint, when it holds hf_assets/ and hf_dir is unset), else None: its
+    checkpoint's architecture and its tokenizer then define the model."""
+    src = {"checkpoint": workdir, "init_checkpoint": config.rl.init_checkpoint}.get(start)
+    if config.model.hf_dir or not src or not os.path.isdir(os.path.join(src, HF_ASSETS_DIR)):
+        return None
+    return src
+
+
+def load_tokenizer(config, imported: str | None = None):
+    """model.tokenizer_dir > model.hf_dir > an imported workdir's hf_assets > the shipped one."""
     from grow_jax.agent.tokenizer import load_tokenizer as load
 
     path = config.model.tokenizer_dir or config.model.hf_dir
+    if path is None and imported is not None:
+        assets = os.path.join(imported, HF_ASSETS_DIR)
+        path = assets if os.path.isfile(os.path.join(assets, "tokenizer.json")) else None
     return load(path)
 
 
-def model_config(config, tokenizer) -> Qwen2VLConfig:
-    """The Qwen2VLConfig of this run: from hf_dir's config.json, or the preset + overrides
-    with vocabulary and special-token ids taken from the tokenizer."""
+def model_config(config, tokenizer, imported: str | None = None) -> Qwen2VLConfig:
+    """The Qwen2VLConfig of this run: from hf_dir's config.json, an imported workdir's
+    checkpoint metadata, or the preset + overrides with vocabulary and special-token ids
+    taken from the tokenizer."""
     m = config.model
     if m.hf_dir:
         with open(os.path.join(m.hf_dir, "config.json")) as f:
             return Qwen2VLConfig.from_hf(json.load(f)).replace(
+                dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat)
+    if imported is not None:
+        from grow_jax.train.checkpoint import Checkpointer
+
+        ckpt = Checkpointer(os.path.join(imported, "checkpoints"), async_save=False)
+        try:
+            extra = ckpt.read_extra() or {}
+        finally:
+            ckpt.close()
+        if "model_config" in extra:
+            return Qwen2VLConfig.from_hf(dict(extra["model_config"])).replace(
                 dtype=m.dtype, param_dtype=m.param_dtype, remat=m.remat)
     from grow_jax.agent.tokenizer import special_token_ids
 
@@ -58,12 +87,42 @@ def model_config(config, tokenizer) -> Qwen2VLConfig:
     return Qwen2VLConfig.tiny(**overrides)
 
 
-def build_model(mcfg: Qwen2VLConfig, mesh, seed: int):
-    """A randomly initialised model, its params placed on the mesh by the logical rules."""
+def build_model(mcfg: Qwen2VLConfig, mesh, seed: int, hf_dir: str | None = None):
+    """The model on the mesh: hf_dir's weights loaded straight onto it, else a random init."""
+    if hf_dir:
+        from grow_jax.models import hf_io
+
+        return hf_io.load_pretrained(hf_dir, mesh=mesh, dtype=mcfg.dtype,
+                                     param_dtype=mcfg.param_dtype)
     from grow_jax.models.qwen2_vl.modeling import Qwen2VL
 
     model = Qwen2VL(mcfg, rngs=nnx.Rngs(seed))
     return sharding.shard_model(model, mesh)
+
+
+# Where a run's starting params come from, first match wins (docs: BUILD.md "Weights").
+WEIGHT_SOURCES = ("checkpoint", "init_checkpoint", "hf_dir", "init")
+
+
+def start_weights(config, has_checkpoint: bool, resume: bool = True) -> str:
+    """The run's weight source: "checkpoint" (WORKDIR's latest: resume, or an sft/import_hf
+    checkpoint), "init_checkpoint" (rl.init_checkpoint's workdir), "hf_dir" (model.hf_dir's
+    safetensors) or "init" (random init, followed by the SFT warm start when sft.steps > 0).
+    resume=False (--mode=sft) skips the first two. Raises ConfigError when
+    model.require_weights is set and the answer would be "init"."""
+    from grow_jax.config_utils import ConfigError
+
+    if resume and has_checkpoint:
+        return "checkpoint"
+    if resume and config.rl.init_checkpoint:
+        return "init_checkpoint"
+    if config.model.hf_dir:
+        return "hf_dir"
+    if config.model.require_weights:
+        raise ConfigError("config error: this config needs starting weights: set "
+                          "--config.model.hf_dir=HF_FOLDER or --config.rl.init_checkpoint="
+                          "WORKDIR, or use a workdir that holds a checkpoint")
+    return "init"
 
 
 def param_count(model) -> int:

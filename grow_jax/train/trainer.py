@@ -20,7 +20,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from grow_jax.config_utils import config_to_json
+from grow_jax.config_utils import ConfigError, config_to_json
 from grow_jax.data.pipeline import epoch_batches, stack_micro_batches
 from grow_jax.data.samples import BatchShape, collate, make_sample
 from grow_jax.eval.evaluate import evaluate, resume_kwargs, write_report
@@ -42,23 +42,28 @@ EVAL_KEYS = ("eval_success_rate", "eval_episodes")
 class Run:
     """Everything built once per process: mesh, tokenizer, model, agent, env pools."""
 
-    def __init__(self, config, workdir: str):
+    def __init__(self, config, workdir: str, resume: bool = True):
+        """resume=False (--mode=sft): the workdir's checkpoint and rl.init_checkpoint are not
+        starting points; `self.start` is the weight source (builders.start_weights)."""
         from grow_jax.agent.adapter import make_agent
 
         self.config, self.workdir = config, workdir
         os.makedirs(workdir, exist_ok=True)
+        self.ckpt = Checkpointer(os.path.join(workdir, "checkpoints"),
+                                 max_to_keep=config.checkpoint.keep,
+                                 async_save=config.checkpoint.async_save)
+        self.start = builders.start_weights(config, self.ckpt.latest_step() is not None, resume)
         self.mesh = builders.make_mesh(config)
-        self.tokenizer = builders.load_tokenizer(config)
-        self.mcfg = builders.model_config(config, self.tokenizer)
-        self.model = builders.build_model(self.mcfg, self.mesh, config.seed)
+        imported = builders.imported_workdir(config, workdir, self.start)
+        self.tokenizer = builders.load_tokenizer(config, imported)
+        self.mcfg = builders.model_config(config, self.tokenizer, imported)
+        self.model = builders.build_model(self.mcfg, self.mesh, config.seed,
+                                          config.model.hf_dir if self.start == "hf_dir" else None)
         self.agent = make_agent(config, self.tokenizer)
         self.pad_id = self.agent.pad_id
         m = self.mcfg  # vision placeholders: a sampled one would be read as an image slot
         self.suppressed = (m.image_token_id, m.video_token_id, m.vision_start_token_id,
                            m.vision_end_token_id)
-        self.ckpt = Checkpointer(os.path.join(workdir, "checkpoints"),
-                                 max_to_keep=config.checkpoint.keep,
-                                 async_save=config.checkpoint.async_save)
         self.metrics = MetricsWriter(workdir, tensorboard=config.logging.tensorboard,
                                      console=config.logging.progress,
                                      process_index=jax.process_index())
@@ -70,18 +75,25 @@ class Run:
         from grow_jax.envs import make_tasks
 
         e = self.config.env
-        names = (e.eval_tasks or e.tasks) if eval_ else e.tasks
-        kwargs = dict(max_steps=e.max_steps)
-        if e.suite == "babyai":
-            kwargs["levels"] = list(names)
-        return make_tasks(e.suite, **kwargs)
+        held_out = eval_ and e.eval_tasks is not None
+        key, ids = ("env.eval_tasks", e.eval_tasks) if held_out else ("env.tasks", e.tasks)
+        try:
+            return make_tasks(e.suite, ids=ids, max_steps=e.max_steps)
+        except ValueError as err:
+            raise ConfigError(f"config error: '{key}': {err}") from None
+
+    def env_kwargs(self) -> dict:
+        """make_env options: env.kwargs plus env.image_size (frame resizing) and
+        env.actions_per_decision (low-level actions one Minecraft decision runs)."""
+        e = self.config.env
+        return dict(e.kwargs, image_size=e.image_size, actions_per_decision=e.actions_per_decision)
 
     def pool(self, name: str, tasks_per_env):
         from grow_jax.envs.pool import EnvPool
 
         if name not in self._pools:
             e = self.config.env
-            self._pools[name] = EnvPool(tasks_per_env, env_kwargs=dict(e.kwargs),
+            self._pools[name] = EnvPool(tasks_per_env, env_kwargs=self.env_kwargs(),
                                         mode=e.pool_mode, timeout_s=e.timeout_s,
                                         fault_policy=e.fault_policy,
                                         max_faults_in_a_row=e.max_faults_in_a_row)
@@ -191,7 +203,7 @@ def demo_path(run: Run) -> str:
     if not os.path.exists(path):
         e = run.config.env
         recs = demos.bot_episodes(run.tasks(), s.demo_episodes, run.config.seed + 10_000,
-                                  dict(e.kwargs), e.max_steps)
+                                  run.env_kwargs(), e.max_steps)
         n = demos.write_demos(path, recs)
         print(f"[sft] wrote {n} expert decisions from {s.demo_episodes} bot episodes to {path}",
               flush=True)
@@ -245,7 +257,7 @@ def run_sft_phase(run: Run) -> TrainState:
 
 def run_sft(config, workdir: str):
     """--mode=sft: SFT only; the result is checkpoint 0 of WORKDIR (an RL starting point)."""
-    run = Run(config, workdir)
+    run = Run(config, workdir, resume=False)
     try:
         state = run_sft_phase(run)
         run.save(0, state, "sft", force=True)
@@ -306,13 +318,18 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
     run = Run(config, workdir)
     try:
         latest = run.ckpt.latest_step()
-        if latest is None:
+        if run.start == "init":
             raise FileNotFoundError(f"no checkpoint in {run.ckpt.directory}: run --mode=train, "
-                                    "--mode=sft or --mode=import_hf first")
-        extra = run.ckpt.read_extra(latest) or {}
+                                    "--mode=sft or --mode=import_hf first, or set "
+                                    "model.hf_dir / rl.init_checkpoint")
+        extra = (run.ckpt.read_extra(latest) or {}) if run.start == "checkpoint" else {}
         state = TrainState(nnx.state(run.model, nnx.Param), None, None, None)
-        params = run.restore_params(state, step=latest)
-        report = run_evaluation(run, params, int(extra.get("iteration", latest)),
+        params = state.params  # hf_dir: the loaded weights
+        if run.start == "checkpoint":
+            params = run.restore_params(state, step=latest)
+        elif run.start == "init_checkpoint":
+            params = run.restore_params(state, config.rl.init_checkpoint)
+        report = run_evaluation(run, params, int(extra.get("iteration", latest or 0)),
                                 int(extra.get("env_steps", 0)), final=True, log=False)
         print(f"[eval] {report['episodes']} episodes: success {100 * report['success_rate']:.1f}%"
               f" -> {os.path.join(workdir, 'eval.json')}", flush=True)
@@ -355,6 +372,8 @@ def _train(run: Run):
         elif r.init_checkpoint:
             params = run.restore_params(state, r.init_checkpoint)
             from_sft = False
+        elif run.start == "hf_dir":  # the loaded HF weights, as an import_hf checkpoint
+            params, from_sft = state.params, False
         elif c.sft.steps > 0:
             params = run_sft_phase(run).params
             from_sft = True
@@ -406,9 +425,10 @@ def _train(run: Run):
                    rollout_s=t_roll, train_s=t_train, iter_s=time.perf_counter() - t0,
                    env_steps_per_s=stats.env_steps / max(t_roll, 1e-9),
                    env_faults=stats.env_faults, **sstats, **metrics)
-        run.metrics.write(row, TRAIN_KEYS)
-        skips.check(it, os.path.join(run.ckpt.directory, str(saved)))
         last = it == r.iterations
+        if last or it % max(c.logging.every, 1) == 0:
+            run.metrics.write(row, TRAIN_KEYS)
+        skips.check(it, os.path.join(run.ckpt.directory, str(saved)))
         if c.eval.every and it % c.eval.every == 0 and not last:
             run_evaluation(run, state.params, it, env_steps)
         if last or run.stop.requested or (c.checkpoint.every and it % c.checkpoint.every == 0):

@@ -56,7 +56,7 @@ def test_action_words_single_tokens_and_missions_round_trip():
     for w in T.TEXT_ACTION_WORDS:
         assert len(tok.encode(w, add_special_tokens=False)) == 1, w
     for task in babyai.make_tasks(
-        levels=["BabyAI-PutNextLocal-v0", "BabyAI-Synth-v0"], seeds=range(5)
+        ids=["BabyAI-PutNextLocal-v0", "BabyAI-Synth-v0"], seeds=range(5)
     ):
         ids = tok.encode(task.instruction, add_special_tokens=False)
         assert tok.decode(ids) == task.instruction

@@ -12,7 +12,7 @@ from grow_jax.envs import make_env, make_tasks
                                    "BabyAI-UnlockLocal-v0"])
 @pytest.mark.parametrize("tile_size", [4, 8])
 def test_frames_equal_minigrid_wrapper(level, tile_size):
-    (task,) = make_tasks("babyai", levels=[level], seeds=[0])
+    (task,) = make_tasks("babyai", ids=[level], seeds=[0])
     ours = make_env(task, tile_size=tile_size)
     ref = RGBImgPartialObsWrapper(gym.make(level), tile_size=tile_size)
     rng = np.random.default_rng(0)

@@ -13,7 +13,7 @@ from grow_jax.envs.pool import EnvPool, EnvWorkerError
 
 @pytest.fixture(scope="module")
 def tasks():
-    return babyai.make_tasks(levels=["BabyAI-GoToRedBallNoDists-v0"], seeds=[0, 1]) + (
+    return babyai.make_tasks(ids=["BabyAI-GoToRedBallNoDists-v0"], seeds=[0, 1]) + (
         crafter.make_tasks(["collect_wood"], seeds=[2])
     )
 
@@ -46,12 +46,28 @@ def test_sync_and_async_agree(tasks):
         assert rew.shape == (1,)
 
 
-def test_sync_obs_are_copies(tasks):
+def reused_frame_buffer(monkeypatch):
+    """Makes the BabyAI renderer draw every frame into one array, as renderers that reuse
+    a buffer do: only `make_obs`'s copy then keeps earlier observations intact."""
+    render, buffer = babyai.render_pov, {}
+
+    def into_one_buffer(*args, **kwargs):
+        frame = render(*args, **kwargs)
+        buf = buffer.setdefault("frame", np.empty_like(frame))
+        buf[...] = frame
+        return buf
+
+    monkeypatch.setattr(babyai, "render_pov", into_one_buffer)
+
+
+def test_sync_obs_are_copies(tasks, monkeypatch):
+    reused_frame_buffer(monkeypatch)
     with EnvPool(tasks[:1]) as pool:
         (o0,) = pool.reset()
         keep = o0["image"].copy()
-        pool.step([2])
-        pool.step([2])
+        (o1,), *_ = pool.step([0])  # turn left: the view changes
+        assert not np.array_equal(o1["image"], keep)
+        pool.step([0])
         np.testing.assert_array_equal(o0["image"], keep)
 
 

@@ -19,8 +19,11 @@ def test_babyai_levels_and_families():
 
 
 @pytest.mark.parametrize("tile_size,hw", [(8, 56), (4, 28)])
-def test_babyai_obs_copy_and_expert_solves(tile_size, hw):
-    (task,) = make_tasks("babyai", levels=["BabyAI-GoToLocal-v0"], seeds=[3])
+def test_babyai_obs_copy_and_expert_solves(tile_size, hw, monkeypatch):
+    from envs.test_pool import reused_frame_buffer
+
+    reused_frame_buffer(monkeypatch)  # earlier frames survive only through make_obs's copy
+    (task,) = make_tasks("babyai", ids=["BabyAI-GoToLocal-v0"], seeds=[3])
     assert task.family == "GoTo" and task.instruction.startswith("go to")
     env = make_env(task, tile_size=tile_size)
     assert isinstance(env, Env)
@@ -37,7 +40,7 @@ def test_babyai_obs_copy_and_expert_solves(tile_size, hw):
 
 
 def test_babyai_seed_determinism_and_max_steps():
-    (task,) = babyai.make_tasks(levels=["BabyAI-GoToRedBallNoDists-v0"], seeds=[5], max_steps=3)
+    (task,) = babyai.make_tasks(ids=["BabyAI-GoToRedBallNoDists-v0"], seeds=[5], max_steps=3)
     a, b = make_env(task), make_env(task)
     np.testing.assert_array_equal(a.reset()["image"], b.reset()["image"])
     for t in range(3):
@@ -48,7 +51,7 @@ def test_babyai_seed_determinism_and_max_steps():
 
 
 def test_babyai_expert_recovers_after_off_plan_actions():
-    (task,) = babyai.make_tasks(levels=["BabyAI-GoToLocal-v0"], seeds=[11])
+    (task,) = babyai.make_tasks(ids=["BabyAI-GoToLocal-v0"], seeds=[11])
     env = make_env(task)
     env.reset()
     babyai.expert_action(env)
@@ -115,7 +118,7 @@ def test_minecraft_tasks_table():
     assert by_id["smelt_item:coal"].instruction == "smelt coal"
     assert by_id["mine_block:iron_ore"].spawn["tools"] == (
         "stone_pickaxe", "iron_pickaxe", "diamond_pickaxe")  # fmt: skip
-    assert len(minecraft.make_tasks(families=["combat"])) == 61
+    assert len(minecraft.make_tasks(ids=["combat"])) == 61
 
 
 def test_minecraft_table_errors_name_the_file(tmp_path):

@@ -108,7 +108,7 @@ def _key():
 
 
 def test_resume_on_a_fixed_pool_and_other_settings_start_afresh(tmp_path):
-    tasks = minecraft.make_tasks(families=["combat"], max_steps=2)[:3]
+    tasks = minecraft.make_tasks(ids=["combat"], max_steps=2)[:3]
     pool = EnvPool([t for t in tasks for _ in range(2)], env_kwargs=dict(fake=True,
                                                                           obs_size=(32, 18)))
     path = str(tmp_path / "parts.jsonl")

@@ -1,0 +1,108 @@
+"""rollout/loop.run_episodes on BabyAI: trajectories, seeds, groups, invalid text -> penalty,
+with a scripted sampler (exact checks) and a tiny real model (the jitted path)."""
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from grow_jax.agent.adapter import make_agent
+from grow_jax.agent.tokenizer import load_tokenizer, special_token_ids
+from grow_jax.config_utils import base_config, resolve_config
+from grow_jax.envs import make_env, make_tasks
+from grow_jax.envs.pool import EnvPool
+from grow_jax.models.qwen2_vl.config import Qwen2VLConfig
+from grow_jax.rollout.loop import image_token_count, run_episodes
+
+LEVEL = "BabyAI-GoToRedBallNoDists-v0"
+
+
+@pytest.fixture(scope="module")
+def setup():
+    c = base_config()
+    c.env.max_steps = 3
+    c = resolve_config(c)
+    tok = load_tokenizer()
+    ids = special_token_ids(tok)
+    mcfg = Qwen2VLConfig.tiny(vocab_size=-(-len(tok) // 64) * 64, image_token_id=ids.image_pad,
+                              video_token_id=ids.video_pad, vision_start_token_id=ids.vision_start,
+                              vision_end_token_id=ids.vision_end, patch_size=8,
+                              spatial_merge_size=2)
+    (task,) = make_tasks("babyai", ids=(LEVEL,), max_steps=3)
+    return c, tok, mcfg, task, make_agent(c, tok)
+
+
+class ScriptedSampler:
+    """Env i (in the order of the live batch) answers `answers[i]`: token ids."""
+
+    def __init__(self, config, answers):
+        self.config, self.answers, self.calls = config, answers, []
+
+    def sample(self, params, prompts, images, *, rng):
+        self.calls.append(len(prompts))
+        n = len(prompts)
+        toks = [np.asarray(self.answers[i % len(self.answers)], np.int32) for i in range(n)]
+        return toks, [np.full(len(t), -0.5, np.float32) for t in toks]
+
+
+def test_scripted_episodes_seeds_groups_and_format_penalty(setup):
+    c, tok, mcfg, task, agent = setup
+    left = tok.encode("left", add_special_tokens=False) + [agent.stop_ids[0]]
+    garbage = tok.encode("fly away", add_special_tokens=False)  # no <|im_end|>: invalid
+    sampler = ScriptedSampler(mcfg, [left, garbage])
+    with EnvPool([task, task]) as pool:
+        trajs = run_episodes(pool, agent, sampler, None, seeds=[11, 12], groups=[0, 1],
+                             rng=jax.random.key(0), format_penalty=0.25)
+    assert [(t.seed, t.group, t.task_id, t.family) for t in trajs] == [
+        (11, 0, LEVEL, "GoTo"), (12, 1, LEVEL, "GoTo")]
+    assert sampler.calls == [2, 2, 2]  # one batched call per turn, 3 turns (max_steps)
+    for tr in trajs:
+        assert tr.length == 3 and tr.truncated and not tr.terminated and not tr.success
+    valid, invalid = trajs
+    assert [s.invalid for s in valid.steps] == [False] * 3
+    assert [s.action_text for s in valid.steps] == ["left"] * 3
+    assert [s.invalid for s in invalid.steps] == [True] * 3
+    assert [s.action_text for s in invalid.steps] == ["(invalid)"] * 3
+    np.testing.assert_allclose(valid.rewards, 0.0)  # turning never reaches the ball
+    np.testing.assert_allclose(invalid.rewards, -0.25)
+    # each env ran its own seed: the first frame is that seed's reset frame
+    for tr in trajs:
+        np.testing.assert_array_equal(tr.steps[0].frame, make_env(task).reset(tr.seed)["image"])
+    n_img = image_token_count(trajs[0].steps[0].frame.shape, mcfg)
+    np.testing.assert_array_equal(valid.steps[1].prompt_ids,
+                                  agent.prompt_ids(valid.instruction, (), n_img))
+    np.testing.assert_array_equal(valid.steps[0].action_ids, left)
+    np.testing.assert_array_equal(valid.steps[0].logprobs, [-0.5, -0.5])
+    # the frames seen change as the agent turns
+    assert not np.array_equal(valid.steps[0].frame, valid.steps[1].frame)
+
+
+def test_seed_length_mismatch_is_an_error(setup):
+    c, tok, mcfg, task, agent = setup
+    with EnvPool([task]) as pool, pytest.raises(ValueError, match="one seed and one group"):
+        run_episodes(pool, agent, ScriptedSampler(mcfg, [[1]]), None, seeds=[1, 2],
+                     groups=[0], rng=jax.random.key(0))
+
+
+def test_tiny_model_episodes_are_reproducible(setup):
+    from grow_jax.models.qwen2_vl.modeling import Qwen2VL
+    from grow_jax.sampling.generate import Sampler, SamplingParams
+
+    c, tok, mcfg, task, agent = setup
+    model = Qwen2VL(mcfg, rngs=nnx.Rngs(0))
+    sampler = Sampler(model, SamplingParams(max_new_tokens=2, stop_token_ids=agent.stop_ids))
+    params = nnx.state(model, nnx.Param)
+
+    def play(key):
+        with EnvPool([task] * 3) as pool:
+            return run_episodes(pool, agent, sampler, params, seeds=[1, 1, 2], groups=[0, 0, 1],
+                                rng=jax.random.key(key), format_penalty=0.1)
+
+    a, b = play(0), play(0)
+    for ta, tb in zip(a, b, strict=True):
+        assert 1 <= ta.length <= 3 and ta.length == tb.length
+        for sa, sb in zip(ta.steps, tb.steps, strict=True):
+            np.testing.assert_array_equal(sa.action_ids, sb.action_ids)
+            assert len(sa.logprobs) == len(sa.action_ids) and np.all(sa.logprobs <= 0)
+            assert sa.invalid == (not agent.decode(sa.action_ids)[1])
+    np.testing.assert_array_equal(a[0].steps[0].frame, a[1].steps[0].frame)  # same seed
