@@ -32,5 +32,4 @@ def get_config():
     c.model.remat = True
     c.rl.minibatch_size = 256
     c.rl.accumulation = 8
-    c.env.num_envs = 32  # Minecraft JVMs per node (CPU-bound: ~2 cores each)
     return c

@@ -56,7 +56,8 @@ def test_tiny_cpu_frames_stay_native():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     c = resolve_config(mod.get_config())
-    assert Run.env_kwargs(types.SimpleNamespace(config=c)) == {"tile_size": 4, "image_size": None}
+    assert Run.env_kwargs(types.SimpleNamespace(config=c)) == {"tile_size": 4, "image_size": None,
+                                                                  "actions_per_decision": 1}
 
 
 def test_max_prompt_tokens_caps_prompts_with_an_error_naming_the_key():

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from grow_jax.agent.adapter import PolicyAgent
 from grow_jax.agent.tokenizer import MINECRAFT_ACTION_TOKENS, load_tokenizer, special_token_ids
 from grow_jax.envs import babyai, crafter, minecraft
+from grow_jax.envs.minestudio_fake import env_action_space
 
 TOK = load_tokenizer()
 IM_END = special_token_ids(TOK).im_end
@@ -42,7 +43,7 @@ def _in_space(suite, action):
         return False
     if not all(0 <= v < b for row in rows for v, b in zip(row, minecraft.BASES)):
         return False
-    space = minecraft.action_space()
+    space = env_action_space()  # MineStudio MinecraftSim(action_type="env")
     return all(space.contains(minecraft.groups_to_minerl(row)) for row in rows)
 
 

@@ -16,7 +16,7 @@ BAD_SEED = 5
 
 @pytest.fixture(scope="module")
 def tasks():
-    return babyai.make_tasks(levels=[LEVEL], seeds=[0, 1, 2])
+    return babyai.make_tasks(ids=[LEVEL], seeds=[0, 1, 2])
 
 
 def _pool(tasks, mode, fault, policy="drop", fault_step=2, **kw):
