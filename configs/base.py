@@ -45,7 +45,10 @@ def get_config() -> ml_collections.ConfigDict:
     e.actions_per_decision = 1  # low-level actions decoded per model call (Minecraft: 4)
     e.image_size = 56  # square frame side in pixels fed to the vision tower
     e.kwargs = {}  # free-form suite-specific constructor arguments
-    e.pool_mode = "sync"  # env pool: "sync" (in-process) | "async" (worker processes)
+    e.pool_mode = "sync"  # env pool: "sync" (in-process) | "async" (worker processes) | "ray"
+    e.ray_address = placeholder(str)  # pool_mode=ray: cluster; None: RAY_ADDRESS, else local
+    e.ray_actors = placeholder(int)  # pool_mode=ray: actors sharing the envs; None: cluster CPUs
+    e.ray_actor_cpus = 0.5  # pool_mode=ray: CPUs each actor reserves (Minecraft: a JVM wants 2+)
 
     c.agent = a = ml_collections.ConfigDict()
     a.history = 0  # previous decisions shown in the prompt (GROW's released agent: 0)

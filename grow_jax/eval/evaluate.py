@@ -254,6 +254,12 @@ def resume_kwargs(config, workdir: str, iteration: int, tasks: Sequence | None =
               settings=json.loads(config_to_json(config)))
     if tasks is not None:
         e = config.env
+        if e.pool_mode == "ray":  # envs in Ray actors (the grow_jax[ray] extra)
+            from grow_jax.envs.ray_pool import ray_pool_from_config
+
+            kw.update(tasks=tasks, num_envs=config.eval.num_envs,
+                      make_pool=lambda per_env: ray_pool_from_config(per_env, e))
+            return kw
         kw.update(tasks=tasks, num_envs=config.eval.num_envs,
                   make_pool=lambda per_env: EnvPool(per_env, env_kwargs=dict(e.kwargs),
                                                     mode=e.pool_mode))

@@ -79,6 +79,11 @@ class Run:
 
         if name not in self._pools:
             e = self.config.env
+            if e.pool_mode == "ray":  # envs in Ray actors (the grow_jax[ray] extra)
+                from grow_jax.envs.ray_pool import ray_pool_from_config
+
+                self._pools[name] = ray_pool_from_config(tasks_per_env, e)
+                return self._pools[name]
             self._pools[name] = EnvPool(tasks_per_env, env_kwargs=dict(e.kwargs),
                                         mode=e.pool_mode)
         return self._pools[name]
