@@ -131,6 +131,17 @@ def test_run_episodes_match_in_process(session, tmp_path):
             assert (s.reward, s.action_text) == (t.reward, t.action_text)
 
 
+def test_sharded_eval_pools_follow_pool_mode(session, tasks, tmp_path):
+    from grow_jax.config_utils import base_config
+    from grow_jax.eval.evaluate import resume_kwargs
+
+    c = base_config()
+    c.env.pool_mode, c.env.ray_actors, c.env.kwargs = "ray", 2, dict(KW)
+    with resume_kwargs(c, str(tmp_path), 0, tasks)["make_pool"](tasks[:3]) as pool:
+        assert isinstance(pool, RayEnvPool) and len(pool.worker_pids) == 2
+        assert pool.reset()[2]["image"].shape == (28, 28, 3)
+
+
 def test_killed_actor_is_restarted(session, tasks):
     with EnvPool(tasks, env_kwargs=KW) as ref, \
             RayEnvPool(tasks, env_kwargs=KW, num_actors=2, fault_policy="drop") as pool:
