@@ -199,7 +199,7 @@ def test_hung_actor_times_out_and_restarts(session, tasks):
         try:
             start = time.monotonic()
             obs, *_, infos = pool.step([2])
-            assert time.monotonic() - start < 30.0  # 1 s wait + a fresh actor's start-up
+            assert time.monotonic() - start < 60.0  # 1 s wait + a fresh actor's start-up
             assert obs == [None]
             assert "no answer to 'step' within 1.0 s; restarted" in infos[0]["env_fault"]
             assert pool.worker_pids[0] != hung
