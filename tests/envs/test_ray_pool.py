@@ -33,6 +33,21 @@ def tasks():
     return babyai.make_tasks(levels=[LEVEL], seeds=[0, 1, 2, 3], max_steps=4)
 
 
+def _kill(actor):
+    """ray.kill, then wait until the actor is gone (the kill lands asynchronously)."""
+    ray.kill(actor)
+    deadline = time.monotonic() + 30.0
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.ready.remote(), timeout=5.0)
+        except ray.exceptions.RayActorError:
+            return
+        except ray.exceptions.GetTimeoutError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError("the actor still answers 30 s after ray.kill")
+
+
 def _assert_same_obs(a, b):
     assert len(a) == len(b)
     for x, y in zip(a, b):
@@ -148,7 +163,7 @@ def test_killed_actor_is_restarted(session, tasks):
         pool.reset([1, 2, 3, 4])
         ref.reset([1, 2, 3, 4])
         old = pool.worker_pids
-        ray.kill(pool._actors[0])
+        _kill(pool._actors[0])
         obs, rew, term, trunc, infos = pool.step([2, 2, 2, 2])
         ref_step = ref.step([2, 2, 2, 2])
         assert obs[:2] == [None, None] and trunc[:2].all() and not term[:2].any()
@@ -169,7 +184,7 @@ def test_killed_actor_is_restarted(session, tasks):
 def test_killed_actor_raises_under_raise_policy(session, tasks):
     pool = RayEnvPool(tasks, env_kwargs=KW, num_actors=2)
     pool.reset()
-    ray.kill(pool._actors[1])
+    _kill(pool._actors[1])
     start = time.monotonic()
     with pytest.raises(EnvWorkerError, match=rf"env actor 1 .*\[2:{LEVEL}, 3:{LEVEL}\] died"):
         pool.step([0] * 4)
@@ -182,7 +197,7 @@ def test_too_many_faults_in_a_row_stop(session, tasks):
     pool = RayEnvPool(tasks[:2], env_kwargs=KW, num_actors=1, fault_policy="fail",
                       max_faults_in_a_row=2)
     pool.reset([5, 6])
-    ray.kill(pool._actors[0])
+    _kill(pool._actors[0])
     pool.step([0, 0])  # fault 1: restarted
     with pytest.raises(EnvWorkerError, match=rf"env 0 \(task '{LEVEL}', seed 5\) faulted 2 "
                                              r"times in a row.*not reset since"):
