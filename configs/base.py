@@ -53,10 +53,13 @@ def get_config() -> ml_collections.ConfigDict:
     # then padded to multiples of patch_size * spatial_merge_size.
     e.image_size = placeholder(int)
     e.kwargs = {}  # free-form suite-specific constructor arguments
-    e.pool_mode = "sync"  # env pool: "sync" (in-process) | "async" (worker processes)
+    e.pool_mode = "sync"  # env pool: "sync" (in-process) | "async" (worker processes) | "ray"
     e.fault_policy = "drop"  # crashed/hung env: restart, "drop" | "fail" episode; "raise": stop
     e.max_faults_in_a_row = 3  # stop after N faults in a row of one env; 0: never stop
     e.timeout_s = 300.0  # longest wait for one env reset/step (async pool) before a restart
+    e.ray_address = placeholder(str)  # pool_mode=ray: cluster; None: RAY_ADDRESS, else local
+    e.ray_actors = placeholder(int)  # pool_mode=ray: actors sharing the envs; None: cluster CPUs
+    e.ray_actor_cpus = 0.5  # pool_mode=ray: CPUs each actor reserves (Minecraft: a JVM wants 2+)
 
     c.agent = a = ml_collections.ConfigDict()
     a.history = 0  # previous decisions shown in the prompt (GROW's released agent: 0)

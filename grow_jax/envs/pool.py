@@ -394,3 +394,23 @@ class EnvPool:
                f"{reason}")  # fmt: skip
         self.close(graceful=False)
         raise EnvWorkerError(msg)
+
+
+def env_kwargs_from_config(env_config) -> dict:
+    """make_env options of `config.env`: its free-form kwargs plus image_size (frame
+    resizing) and actions_per_decision (low-level actions one Minecraft decision runs)."""
+    e = env_config
+    return dict(e.kwargs, image_size=e.image_size, actions_per_decision=e.actions_per_decision)
+
+
+def pool_from_config(tasks_per_env: Sequence[Task], env_config):
+    """The pool `config.env` describes: pool_mode "sync" / "async" (EnvPool) or "ray"
+    (grow_jax.envs.ray_pool.RayEnvPool), with its timeout and fault policy."""
+    e = env_config
+    if e.pool_mode == "ray":  # envs in Ray actors (the grow_jax[ray] extra)
+        from grow_jax.envs.ray_pool import ray_pool_from_config
+
+        return ray_pool_from_config(tasks_per_env, e)
+    return EnvPool(tasks_per_env, env_kwargs=env_kwargs_from_config(e), mode=e.pool_mode,
+                   timeout_s=e.timeout_s, fault_policy=e.fault_policy,
+                   max_faults_in_a_row=e.max_faults_in_a_row)

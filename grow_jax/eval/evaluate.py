@@ -245,15 +245,13 @@ def resume_kwargs(config, workdir: str, iteration: int, tasks: Sequence | None =
     (WORKDIR/eval_parts/iterNNNNNN.jsonl, its records keyed by the whole config) and, when
     `tasks` is given (more tasks than eval envs), the sharding arguments."""
     from grow_jax.config_utils import config_to_json
-    from grow_jax.envs.pool import EnvPool
+    from grow_jax.envs.pool import pool_from_config
 
     kw = dict(results_path=os.path.join(workdir, "eval_parts", f"iter{iteration:06d}.jsonl"),
               settings=json.loads(config_to_json(config)))
     if tasks is not None:
-        e = config.env
         kw.update(tasks=tasks, num_envs=config.eval.num_envs,
-                  make_pool=lambda per_env: EnvPool(per_env, env_kwargs=dict(e.kwargs),
-                                                    mode=e.pool_mode))
+                  make_pool=lambda per_env: pool_from_config(per_env, config.env))
     return kw
 
 

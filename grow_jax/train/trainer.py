@@ -83,20 +83,16 @@ class Run:
             raise ConfigError(f"config error: '{key}': {err}") from None
 
     def env_kwargs(self) -> dict:
-        """make_env options: env.kwargs plus env.image_size (frame resizing) and
-        env.actions_per_decision (low-level actions one Minecraft decision runs)."""
-        e = self.config.env
-        return dict(e.kwargs, image_size=e.image_size, actions_per_decision=e.actions_per_decision)
+        """make_env options of this run (`grow_jax.envs.pool.env_kwargs_from_config`)."""
+        from grow_jax.envs.pool import env_kwargs_from_config
+
+        return env_kwargs_from_config(self.config.env)
 
     def pool(self, name: str, tasks_per_env):
-        from grow_jax.envs.pool import EnvPool
+        from grow_jax.envs.pool import pool_from_config
 
         if name not in self._pools:
-            e = self.config.env
-            self._pools[name] = EnvPool(tasks_per_env, env_kwargs=self.env_kwargs(),
-                                        mode=e.pool_mode, timeout_s=e.timeout_s,
-                                        fault_policy=e.fault_policy,
-                                        max_faults_in_a_row=e.max_faults_in_a_row)
+            self._pools[name] = pool_from_config(tasks_per_env, self.config.env)
         return self._pools[name]
 
     def sampler(self, greedy: bool = False) -> Sampler:
