@@ -169,6 +169,50 @@ def suppress_tokens(logits: jax.Array, token_ids: tuple[int, ...]) -> jax.Array:
     return logits.at[..., jnp.asarray(token_ids, jnp.int32)].set(-jnp.inf)
 
 
+def filter_logits(scaled: jax.Array, top_k: int = 0, top_p: float = 1.0,
+                  always_keep: jax.Array | None = None) -> jax.Array:
+    """Top-k then top-p (nucleus) filter over the last axis: -inf outside the kept set.
+
+    The sampler draws from softmax of the result and stores its log-probability; the train
+    step recomputes it with `always_keep` = the sampled tokens, so a token that leaves the
+    new policy's top-k/top-p set after an update keeps a small, finite probability (its
+    ratio falls below 1 - clip_low, where PPO's clipping takes over) instead of ratio 0 and
+    an infinite log-ratio. Before any update the kept sets are the same (the sampled token
+    is in its set), so the first ratio is exactly 1. docs/algorithms.md, "Behaviour
+    log-probabilities".
+    """
+    filt = scaled
+    if top_k:
+        kth = jax.lax.top_k(filt, top_k)[0][..., -1:]
+        filt = jnp.where(filt < kth, -jnp.inf, filt)
+    if top_p < 1.0:
+        srt = jnp.sort(filt, axis=-1)[..., ::-1]
+        cum = jnp.cumsum(jax.nn.softmax(srt, axis=-1), axis=-1)
+        # keep the smallest prefix whose mass reaches top_p (always at least one token)
+        idx = jnp.minimum(jnp.sum(cum < top_p, axis=-1, keepdims=True), srt.shape[-1] - 1)
+        filt = jnp.where(filt < jnp.take_along_axis(srt, idx, axis=-1), -jnp.inf, filt)
+    if always_keep is not None and (top_k or top_p < 1.0):
+        hit = jnp.arange(scaled.shape[-1]) == always_keep[..., None].astype(jnp.int32)
+        filt = jnp.where(hit, scaled, filt)
+    return filt
+
+
+def policy_logits(logits: jax.Array, *, temperature: float = 1.0, top_k: int = 0,
+                  top_p: float = 1.0, suppress_token_ids: tuple[int, ...] = (),
+                  always_keep: jax.Array | None = None) -> jax.Array:
+    """Logits of the rollout policy: suppressed tokens, / temperature, top-k/top-p filter.
+
+    One function for the sampler and the train step, so the stored behaviour
+    log-probability and the recomputed one describe the same distribution.
+    """
+    if temperature <= 0:
+        raise ValueError(f"policy_logits: temperature must be > 0, got {temperature}")
+    x = suppress_tokens(logits.astype(jnp.float32), suppress_token_ids)
+    if temperature != 1.0:
+        x = x / temperature
+    return filter_logits(x, top_k, top_p, always_keep)
+
+
 def token_logprobs(logits: jax.Array, targets: jax.Array) -> jax.Array:
     """log softmax(logits)[..., target], in f32, without materializing the full log-softmax.
 

@@ -53,10 +53,18 @@ class LossConfig:
     entropy_coef: float = 0.0
     aggregation: str = "token_mean"
     suppress_token_ids: tuple[int, ...] = ()  # the sampler's: same distribution in both
+    # The rollout sampler's settings (policy kind): logprobs are recomputed from
+    # losses.policy_logits exactly as sampled. SFT trains the raw model (T = 1, no filter).
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
 
     def __post_init__(self):
         if self.kind not in ("policy", "sft"):
             raise ValueError(f"loss kind must be 'policy' or 'sft', got {self.kind!r}")
+        if self.kind == "policy" and self.temperature <= 0:
+            raise ValueError(f"LossConfig.temperature must be > 0 (the rollout sampler's "
+                             f"agent.temperature), got {self.temperature}")
 
 
 def action_logits(model, mb: dict) -> jax.Array:
@@ -71,13 +79,17 @@ def action_logits(model, mb: dict) -> jax.Array:
 
 def _loss(params, rest, graphdef, cfg: LossConfig, mb: dict):
     model = nnx.merge(graphdef, params, rest)
-    logits = losses.suppress_tokens(action_logits(model, mb).astype(jnp.float32),
-                                    cfg.suppress_token_ids)
-    logp = losses.token_logprobs(logits, mb["targets"])
+    raw = action_logits(model, mb)
     mask = mb["loss_mask"]
     if cfg.kind == "sft":
-        loss = -losses.masked_mean(logp, mask, cfg.aggregation)
+        logits = losses.suppress_tokens(raw.astype(jnp.float32), cfg.suppress_token_ids)
+        loss = -losses.masked_mean(losses.token_logprobs(logits, mb["targets"]), mask,
+                                   cfg.aggregation)
         return loss, {"loss": loss, "nll": loss}
+    logits = losses.policy_logits(raw, temperature=cfg.temperature, top_k=cfg.top_k,
+                                  top_p=cfg.top_p, suppress_token_ids=cfg.suppress_token_ids,
+                                  always_keep=mb["targets"])
+    logp = losses.token_logprobs(logits, mb["targets"])
     entropy = losses.token_entropy(logits) if cfg.entropy_coef else None
     return losses.policy_loss(
         logp, mb["old_logprobs"], mb["advantages"], mask, clip_low=cfg.clip_low,

@@ -99,7 +99,9 @@ class Run:
         g = self.config.algo
         cfg = LossConfig(kind=kind, clip_low=g.clip_low, clip_high=g.clip_high,
                          kl_coef=g.kl_coef, entropy_coef=g.entropy_coef,
-                         aggregation=g.aggregation, suppress_token_ids=self.suppressed)
+                         aggregation=g.aggregation, suppress_token_ids=self.suppressed,
+                         temperature=self.config.agent.temperature, top_k=self.config.agent.top_k,
+                         top_p=self.config.agent.top_p)
         params = nnx.state(self.model, nnx.Param)
         return Learner(self.model, make_optimizer(opt_cfg, params), cfg, self.mesh)
 
