@@ -31,6 +31,7 @@ class Sample:
     target_pos: np.ndarray  # int32 [K] positions whose *next* token is an action token
     old_logprobs: np.ndarray  # float32 [K] behaviour log-probabilities of those tokens
     advantages: np.ndarray  # float32 [K]
+    ref_logprobs: np.ndarray | None = None  # float32 [K] frozen reference's (kl_coef > 0)
 
     @property
     def length(self) -> int:
@@ -206,13 +207,16 @@ class BatchShape:
         return BatchShape(batch, seq, k, ImageSlots.fit(grids, batch * imgs, batch * patches))
 
 
-def collate(samples: Sequence[Sample], shape: BatchShape, model_config, pad_id: int = 0) -> dict:
+def collate(samples: Sequence[Sample], shape: BatchShape, model_config, pad_id: int = 0,
+            ref: bool | None = None) -> dict:
     """Left-pads samples into fixed-shape arrays; missing rows become zero-weight padding.
 
     Returns input_ids/attention_mask [B,T], position_ids [3,B,T], image arrays in the
     layout of `shape.images` (see `pack_images`), target_pos/targets/loss_mask/old_logprobs/
-    advantages [B,K].
+    advantages [B,K], and ref_logprobs [B,K] when `ref` (None: when the samples carry them).
     """
+    if ref is None:
+        ref = bool(samples) and samples[0].ref_logprobs is not None
     b, t, k = shape.batch, shape.seq, shape.targets
     if len(samples) > b:
         raise ValueError(f"{len(samples)} samples do not fit a batch of {b}")
@@ -224,6 +228,7 @@ def collate(samples: Sequence[Sample], shape: BatchShape, model_config, pad_id: 
     lmask = np.zeros((b, k), np.float32)
     oldlp = np.zeros((b, k), np.float32)
     adv = np.zeros((b, k), np.float32)
+    reflp = np.zeros((b, k), np.float32)
     for i, s in enumerate(samples):
         n = s.length
         if n > t or len(s.target_pos) > k:
@@ -239,11 +244,18 @@ def collate(samples: Sequence[Sample], shape: BatchShape, model_config, pad_id: 
         lmask[i, :kk] = 1.0
         oldlp[i, :kk] = s.old_logprobs
         adv[i, :kk] = s.advantages
+        if ref:
+            if s.ref_logprobs is None:
+                raise ValueError("collate(ref=True): a sample has no ref_logprobs")
+            reflp[i, :kk] = s.ref_logprobs
     grid = (np.concatenate([s.image_grid_thw for s in samples]) if samples
             else np.zeros((0, 3), np.int32))
     pixel_values, vpos, seg = pack_images([s.pixel_values for s in samples], grid,
                                           shape.images, model_config)
-    return dict(input_ids=ids, attention_mask=mask, position_ids=pos,
-                pixel_values=pixel_values, vision_pos_ids=vpos, vision_segment_ids=seg,
-                target_pos=tpos, targets=tgt, loss_mask=lmask, old_logprobs=oldlp,
-                advantages=adv)
+    out = dict(input_ids=ids, attention_mask=mask, position_ids=pos,
+               pixel_values=pixel_values, vision_pos_ids=vpos, vision_segment_ids=seg,
+               target_pos=tpos, targets=tgt, loss_mask=lmask, old_logprobs=oldlp,
+               advantages=adv)
+    if ref:
+        out["ref_logprobs"] = reflp
+    return out

@@ -30,6 +30,7 @@ from grow_jax.train import builders
 from grow_jax.train.checkpoint import Checkpointer
 from grow_jax.train.metrics import MetricsWriter, plot_learning_curve, read_metrics
 from grow_jax.train.optim import make_optimizer
+from grow_jax.train.reference import Reference
 from grow_jax.train.rl import build_samples
 from grow_jax.train.step import Learner, LossConfig, TrainState
 
@@ -352,8 +353,11 @@ def _train(run: Run):
     latest = run.ckpt.latest_step()
     extra = run.ckpt.read_extra(latest) if latest is not None else None
     start, env_steps = 0, 0
+    reference = None
     if extra is not None and extra.get("phase") == "rl":
         state, extra = run.restore(state, latest)
+        if c.algo.kl_coef > 0:
+            reference = Reference.resume(learner, state.params, run.workdir)
         start, env_steps = int(extra["iteration"]), int(extra.get("env_steps", 0))
         _set_aside_metrics(run.workdir, lambda row: row.get("phase") == "sft"
                            or row.get("step", 0) <= start)
@@ -373,6 +377,8 @@ def _train(run: Run):
             params, from_sft = state.params, False
         _set_aside_metrics(run.workdir, lambda row: from_sft and row.get("phase") == "sft")
         state = learner.init_state(params=params, seed=c.seed)
+        if c.algo.kl_coef > 0:
+            reference = Reference.start(learner, state.params, run.workdir)
         run_evaluation(run, state.params, 0, 0)
         run.save(0, state, "rl", env_steps=0, force=True)
     tasks = run.tasks()
@@ -393,6 +399,8 @@ def _train(run: Run):
         t_roll = time.perf_counter() - t0
         samples, sstats = build_samples(trajs, c.algo, run.mcfg)
         t1 = time.perf_counter()
+        if reference is not None and samples:
+            reference.annotate(samples, r.minibatch_size, run.mcfg, run.pad_id)
         metrics = {}
         if samples:
             shape = BatchShape.fit(samples, r.minibatch_size)
