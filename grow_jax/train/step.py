@@ -97,22 +97,48 @@ def _loss(params, rest, graphdef, cfg: LossConfig, mb: dict):
         aggregation=cfg.aggregation, entropy=entropy, entropy_coef=cfg.entropy_coef)
 
 
-def _update(state: TrainState, micro_batches: dict, *, graphdef, rest, tx, cfg):
-    """One optimizer update from A accumulated micro-batches (leading axis A)."""
+def _weight(mask: jax.Array, aggregation: str) -> jax.Array:
+    """What a micro-batch's mean loss averages over: its real tokens (token_mean) or its
+    samples with at least one real token (sample_mean)."""
+    on = mask > 0
+    return jnp.sum(on) if aggregation == "token_mean" else jnp.sum(jnp.any(on, axis=-1))
+
+
+def update_grads(params, micro_batches: dict, *, graphdef, rest, cfg):
+    """Gradient and metrics of one update from A micro-batches (leading axis A).
+
+    Accumulation sums each micro-batch's gradient times its weight (`_weight`) and divides
+    by the total weight, so A micro-batches give exactly the gradient of one batch of all
+    their rows, and all-padding micro-batches add nothing. The result is then scaled by
+    the fraction of real rows in the update (real / (A * B)): an epoch's last, partial
+    update counts as much as the samples it holds, not as a full-size update
+    (docs/algorithms.md, "Minibatch weighting").
+    """
     grad_fn = jax.value_and_grad(_loss, has_aux=True)
 
-    def accumulate(carry, mb):
-        grads, metrics = carry
-        (_, m), g = grad_fn(state.params, rest, graphdef, cfg, mb)
-        return (jax.tree.map(jnp.add, grads, g), jax.tree.map(jnp.add, metrics, m)), None
+    def one(mb):
+        (_, m), g = grad_fn(params, rest, graphdef, cfg, mb)
+        w = _weight(mb["loss_mask"], cfg.aggregation).astype(jnp.float32)
+        return jax.tree.map(lambda x: x * w, g), jax.tree.map(lambda x: x * w, m), w
 
-    n_acc = jax.tree.leaves(micro_batches)[0].shape[0]
+    def accumulate(carry, mb):
+        return jax.tree.map(jnp.add, carry, one(mb)), None
+
     first = jax.tree.map(lambda x: x[0], micro_batches)
-    (_, m0), g0 = grad_fn(state.params, rest, graphdef, cfg, first)
     rest_mbs = jax.tree.map(lambda x: x[1:], micro_batches)
-    (grads, metrics), _ = jax.lax.scan(accumulate, (g0, m0), rest_mbs)
-    grads = jax.tree.map(lambda g: g / n_acc, grads)
-    metrics = jax.tree.map(lambda m: m / n_acc, metrics)
+    (grads, metrics, total), _ = jax.lax.scan(accumulate, one(first), rest_mbs)
+    mask = micro_batches["loss_mask"]  # [A, B, K]
+    real = jnp.sum(jnp.any(mask > 0, axis=-1)) / (mask.shape[0] * mask.shape[1])
+    denom = jnp.maximum(total, 1.0)
+    grads = jax.tree.map(lambda g: g * (real / denom), grads)
+    metrics = jax.tree.map(lambda m: m / denom, metrics)
+    return grads, metrics
+
+
+def _update(state: TrainState, micro_batches: dict, *, graphdef, rest, tx, cfg):
+    """One optimizer update from A accumulated micro-batches (leading axis A)."""
+    grads, metrics = update_grads(state.params, micro_batches, graphdef=graphdef, rest=rest,
+                                  cfg=cfg)
     metrics["grad_norm"] = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
