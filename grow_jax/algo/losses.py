@@ -52,6 +52,7 @@ def policy_loss(
     aggregation: str = "token_mean",
     entropy: jax.Array | None = None,
     entropy_coef: float = 0.0,
+    token_weights: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Clipped-ratio surrogate + optional k3 KL to a reference - optional entropy bonus.
 
@@ -67,6 +68,8 @@ def policy_loss(
       aggregation: "token_mean" or "sample_mean" (see `masked_mean`), for every term.
       entropy: [B, T] per-token policy entropy (e.g. `token_entropy`), or None.
       entropy_coef: weight of the entropy bonus; non-zero needs entropy.
+      token_weights: [B, T] weights of each token's policy-gradient term, or None (all 1);
+        ppo_cot gives chain-of-thought tokens cot_lambda and action tokens 1.
 
     Returns:
       (loss, metrics) with metrics loss, pg_loss, kl, clip_frac, ratio_mean, approx_kl
@@ -87,7 +90,8 @@ def policy_loss(
         raise ValueError("policy_loss: kl_coef != 0 needs ref_logprobs")
     if entropy is None and not _is_zero(entropy_coef):
         raise ValueError("policy_loss: entropy_coef != 0 needs entropy")
-    for name, x in (("ref_logprobs", ref_logprobs), ("entropy", entropy)):
+    for name, x in (("ref_logprobs", ref_logprobs), ("entropy", entropy),
+                    ("token_weights", token_weights)):
         if x is not None and x.shape != logprobs.shape:
             raise ValueError(f"policy_loss: {name} {x.shape} must match logprobs {logprobs.shape}")
 
@@ -100,7 +104,8 @@ def policy_loss(
     log_ratio = jnp.where(on, logprobs - old_logprobs, 0.0)
     ratio = jnp.exp(log_ratio)
     clipped = jnp.clip(ratio, 1.0 - clip_low, 1.0 + clip_high)
-    pg_loss = agg(-jnp.minimum(ratio * adv, clipped * adv))
+    pg = -jnp.minimum(ratio * adv, clipped * adv)
+    pg_loss = agg(pg if token_weights is None else pg * token_weights)
     loss = pg_loss
 
     if ref_logprobs is None:
