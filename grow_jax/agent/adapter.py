@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from grow_jax.agent.codecs import make_codec
+from grow_jax.agent.codecs import COT_INSTRUCTION, CotCodec, make_codec
 from grow_jax.agent.prompts import PromptConfig, build_prompt_ids
 from grow_jax.agent.tokenizer import special_token_ids
 
@@ -20,9 +20,14 @@ class PolicyAgent:
     """
 
     def __init__(self, tokenizer, suite: str, *, history: int = 0, compact: bool = False,
-                 system: str | None = None):
+                 system: str | None = None, cot_tokens: int = 0):
+        """cot_tokens > 0: ppo_cot's agent, whose prompt asks for thoughts before the action
+        and whose output (at most cot_tokens) is parsed by `CotCodec`."""
         self.tokenizer = tokenizer
         self.codec = make_codec(suite, tokenizer)
+        self.cot = cot_tokens > 0
+        if self.cot:
+            self.codec = CotCodec(self.codec, tokenizer, cot_tokens)
         self.history = int(history)
         self.prompt_config = PromptConfig(compact=compact, system=system, history=self.history)
         ids = special_token_ids(tokenizer)
@@ -39,6 +44,8 @@ class PolicyAgent:
         + the next user turn, so every prompt extends the one before token for token and a
         trajectory-level sample reproduces the behaviour context exactly.
         """
+        if self.cot:
+            instruction = instruction + COT_INSTRUCTION
         if self.history >= 0 or not shown:
             history = [(None, st.action_text) for st in shown]
             cfg = dataclasses.replace(self.prompt_config, history=len(history))
@@ -64,8 +71,13 @@ class PolicyAgent:
     def encode(self, action) -> list[int]:
         return self.codec.encode(action)
 
+    def thought_len(self, action_ids) -> int:
+        """ppo_cot: how many leading sampled tokens are thoughts (weighted cot_lambda)."""
+        return self.codec.thought_len(action_ids) if self.cot else 0
+
 
 def make_agent(config, tokenizer) -> PolicyAgent:
     a = config.agent
     return PolicyAgent(tokenizer, config.env.suite, history=a.history,
-                       compact=a.compact_prompt)
+                       compact=a.compact_prompt,
+                       cot_tokens=a.max_new_tokens if config.algo.name == "ppo_cot" else 0)
