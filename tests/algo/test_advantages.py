@@ -273,3 +273,13 @@ def test_equal_length_group_as_2d_array():
     # mean .5, std .5 -> +-0.999998000004
     adv = A.estimate("grpo_traj", np.array([[0.0, 1.0], [0.0, 0.0]]))
     check(adv, [[0.999998000004] * 2, [-0.999998000004] * 2])
+
+
+def test_estimate_importable_from_the_package_without_jax():
+    import subprocess
+    import sys
+
+    code = ("import sys; from grow_jax.algo import estimate; "
+            "a = estimate('grow', [[0, 1], [0]]); assert 'jax' not in sys.modules; print(len(a))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "2", out.stderr
