@@ -213,7 +213,8 @@ def test_registry_lists_and_rejects():
     assert A.estimator_params("gigpo")["obs_keys"] is REQUIRED
     with pytest.raises(
         ValueError,
-        match="unknown advantage estimator 'grwo'; registered: gigpo, grow, grpo_traj, ppo, ppo_cot, tgrpo",
+        match="unknown advantage estimator 'grwo'; registered: gigpo, grow, grpo_traj, ppo, "
+        "ppo_cot, tgrpo",
     ):
         A.estimate("grwo", [[1.0]])
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['gama'\]"):
