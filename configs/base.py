@@ -76,6 +76,9 @@ def get_config() -> ml_collections.ConfigDict:
     g.cot_lambda = 0.5  # ppo_cot: weight of log p(chain of thought)
     g.params = {}  # free-form overrides of algo.name's own parameters (config file), e.g. gigpo:
     # dict(gamma=0.9, mode="mean_std_norm", cross_steps=False); see docs/algorithms.md
+    g.care_coef = 0.0  # grow: GRPO-CARE consistency bonus lambda (x return); 0 disables
+    g.care_ema_decay = 0.995  # grow + CARE: decay of the EMA reference that scores episodes
+    g.care_ema_every = 1  # grow + CARE: iterations between EMA reference updates
 
     c.rl = r = ml_collections.ConfigDict()
     r.iterations = 240  # RL iterations (rollout + update); the paper runs 240

@@ -46,15 +46,17 @@ def _ref_logprobs(params, rest, batch, *, graphdef, cfg):
 class Reference:
     """A frozen copy of `params` and the jitted forward that scores samples with it."""
 
+    DIRNAME = REFERENCE_DIR
+
     def __init__(self, learner: Learner, params):
         self.learner = learner
         self.params = jax.tree.map(jnp.copy, params)  # own buffers: the policy's get donated
         self._fn = jax.jit(functools.partial(_ref_logprobs, graphdef=learner.graphdef,
                                              cfg=learner.cfg))
 
-    @staticmethod
-    def directory(workdir: str) -> str:
-        return os.path.join(workdir, REFERENCE_DIR)
+    @classmethod
+    def directory(cls, workdir: str) -> str:
+        return os.path.join(workdir, cls.DIRNAME)
 
     @classmethod
     def start(cls, learner: Learner, params, workdir: str) -> "Reference":

@@ -82,6 +82,12 @@ def validate(config) -> None:
          f"{g.value_coef}"),
         (0 <= g.gae_lambda <= 1, f"algo.gae_lambda must be in [0, 1], got {g.gae_lambda}"),
         (g.cot_lambda >= 0, f"algo.cot_lambda must be >= 0, got {g.cot_lambda}"),
+        (g.care_coef >= 0, f"algo.care_coef must be >= 0, got {g.care_coef}"),
+        (g.care_coef == 0 or g.name == "grow",
+         f"algo.care_coef > 0 (GRPO-CARE) is an option on grow, not {g.name!r}"),
+        (0 < g.care_ema_decay < 1, f"algo.care_ema_decay must be in (0, 1), got "
+         f"{g.care_ema_decay}"),
+        (g.care_ema_every >= 1, f"algo.care_ema_every must be >= 1, got {g.care_ema_every}"),
         (a.top_k >= 0, f"agent.top_k must be >= 0, got {a.top_k}"),
         (0 < a.top_p <= 1, f"agent.top_p must be in (0, 1], got {a.top_p}"),
     ]
@@ -107,17 +113,24 @@ def group_advantages(group: list[Trajectory], algo_cfg) -> list[np.ndarray]:
 
 def build_samples(trajs: list[Trajectory], algo_cfg, model_config, fit_mode: str = "pad",
                   values_fn: Callable[[list[Sample]], np.ndarray] | None = None,
-                  thought_len: Callable[[np.ndarray], int] | None = None
+                  thought_len: Callable[[np.ndarray], int] | None = None,
+                  likelihood_fn: Callable[[list[Sample]], np.ndarray] | None = None
                   ) -> tuple[list[Sample], dict]:
     """Advantages per group, then samples; returns (samples, stats).
 
     PPO estimators need `values_fn` (samples -> V(s) per sample, e.g. a `ValuePass`);
-    ppo_cot also needs `thought_len` (action ids -> how many leading tokens are thoughts).
+    ppo_cot also needs `thought_len` (action ids -> how many leading tokens are thoughts);
+    grow with algo.care_coef > 0 needs `likelihood_fn` (samples -> mean EMA-reference
+    logprob per sample, train/care.py).
     """
     if algo_cfg.name in VALUE_ESTIMATORS:
         if values_fn is None:
             raise ValueError(f"build_samples: {algo_cfg.name} needs values_fn (a value head)")
         return _value_samples(trajs, algo_cfg, model_config, fit_mode, values_fn, thought_len)
+    if algo_cfg.care_coef > 0:
+        if likelihood_fn is None:
+            raise ValueError("build_samples: algo.care_coef > 0 needs likelihood_fn")
+        return _care_samples(trajs, algo_cfg, model_config, fit_mode, likelihood_fn)
     samples: list[Sample] = []
     n_dec = n_kept = 0
     adv_abs = []
@@ -180,3 +193,44 @@ def _value_samples(trajs, algo_cfg, model_config, fit_mode, values_fn, thought_l
     adv_abs = np.abs(np.concatenate(advs))
     return flat, dict(decisions=len(flat), kept_decisions=len(flat),
                       adv_abs_mean=float(adv_abs.mean()), value_mean=float(values.mean()))
+
+
+def _care_samples(trajs, algo_cfg, model_config, fit_mode, likelihood_fn):
+    """grow + GRPO-CARE's consistency bonus: every decision is scored by the EMA reference
+    first (one sample per decision), the bonus is added to the returns, then GROW."""
+    from grow_jax.train.care import add_bonus, consistency_bonus
+
+    groups = [g for g in ([tr for tr in g if tr.length] for g in group_trajectories(trajs))
+              if g]
+    per = [[decision_samples(tr, np.zeros(tr.length), model_config, fit_mode) for tr in g]
+           for g in groups]
+    if any(len(ss) != tr.length for g, pg in zip(groups, per) for tr, ss in zip(g, pg)):
+        raise ValueError("GRPO-CARE needs a sample per decision; a decision has no action tokens")
+    flat = [s for pg in per for ss in pg for s in ss]
+    if not flat:
+        return [], dict(decisions=0, kept_decisions=0, adv_abs_mean=0.0, care_bonus_frac=0.0)
+    lik = np.asarray(likelihood_fn(flat), np.float64)
+    kwargs = estimator_kwargs(algo_cfg, algo_cfg.name)
+    samples, adv_abs, n_bonus, n_ep, i = [], [], 0, 0, 0
+    for group, pg in zip(groups, per):
+        ep_lik = []
+        for tr in group:
+            ep_lik.append(lik[i:i + tr.length].mean())
+            i += tr.length
+        bonus = consistency_bonus(np.array([tr.episode_return for tr in group]),
+                                  np.array([tr.success for tr in group]), np.array(ep_lik),
+                                  algo_cfg.care_coef)
+        n_bonus += int((bonus != 0).sum())
+        n_ep += len(group)
+        advs = adv_lib.estimate(algo_cfg.name, add_bonus(group, bonus), **kwargs)
+        drop = (adv_lib.drop_zero_advantage(advs) if algo_cfg.drop_zero_advantage
+                else [np.zeros(len(a), bool) for a in advs])
+        for ss, a, d in zip(pg, advs, drop):
+            adv_abs.append(np.abs(a))
+            for t, s in enumerate(ss):
+                if not d[t]:
+                    s.advantages = np.full(len(s.target_pos), a[t], np.float32)
+                    samples.append(s)
+    return samples, dict(decisions=len(flat), kept_decisions=len(samples),
+                         adv_abs_mean=float(np.concatenate(adv_abs).mean()),
+                         care_bonus_frac=n_bonus / max(n_ep, 1))

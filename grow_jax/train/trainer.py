@@ -27,6 +27,7 @@ from grow_jax.eval.evaluate import evaluate, write_report
 from grow_jax.rollout.loop import RolloutStats, image_token_count, run_episodes
 from grow_jax.sampling.generate import Sampler, SamplingParams
 from grow_jax.train import builders
+from grow_jax.train.care import EmaReference
 from grow_jax.train.checkpoint import Checkpointer
 from grow_jax.train.metrics import MetricsWriter, plot_learning_curve, read_metrics
 from grow_jax.train.optim import make_optimizer
@@ -360,11 +361,14 @@ def _train(run: Run):
     latest = run.ckpt.latest_step()
     extra = run.ckpt.read_extra(latest) if latest is not None else None
     start, env_steps = 0, 0
-    reference = None
+    reference = care = None
     if extra is not None and extra.get("phase") == "rl":
         state, extra = run.restore(state, latest)
         if c.algo.kl_coef > 0:
             reference = Reference.resume(learner, state.params, run.workdir)
+        if c.algo.care_coef > 0:
+            care = EmaReference.setup(learner, state.params, run.workdir, c.algo,
+                                      c.checkpoint.keep, int(extra["iteration"]))
         start, env_steps = int(extra["iteration"]), int(extra.get("env_steps", 0))
         _set_aside_metrics(run.workdir, lambda row: row.get("phase") == "sft"
                            or row.get("step", 0) <= start)
@@ -386,6 +390,9 @@ def _train(run: Run):
         state = learner.init_state(params=params, seed=c.seed)
         if c.algo.kl_coef > 0:
             reference = Reference.start(learner, state.params, run.workdir)
+        if c.algo.care_coef > 0:
+            care = EmaReference.setup(learner, state.params, run.workdir, c.algo,
+                                      c.checkpoint.keep, None)
         run_evaluation(run, state.params, 0, 0)
         run.save(0, state, "rl", env_steps=0, force=True)
     tasks = run.tasks()
@@ -408,8 +415,12 @@ def _train(run: Run):
         if c.algo.name in VALUE_ESTIMATORS:  # V(s) under the rollout's params, before updates
             values_fn = functools.partial(value_pass, state, minibatch=r.minibatch_size,
                                           model_config=run.mcfg, pad_id=run.pad_id)
+        likelihood_fn = None if care is None else functools.partial(
+            care.likelihoods, minibatch=r.minibatch_size, model_config=run.mcfg,
+            pad_id=run.pad_id)
         samples, sstats = build_samples(trajs, c.algo, run.mcfg, values_fn=values_fn,
-                                        thought_len=run.agent.thought_len)
+                                        thought_len=run.agent.thought_len,
+                                        likelihood_fn=likelihood_fn)
         t1 = time.perf_counter()
         if reference is not None and samples:
             reference.annotate(samples, r.minibatch_size, run.mcfg, run.pad_id)
@@ -434,7 +445,10 @@ def _train(run: Run):
         last = it == r.iterations
         if c.eval.every and it % c.eval.every == 0 and not last:
             run_evaluation(run, state.params, it, env_steps)
-        if last or (c.checkpoint.every and it % c.checkpoint.every == 0):
+        save = last or (c.checkpoint.every and it % c.checkpoint.every == 0)
+        if care is not None:  # EMA update, saved before the checkpoint that resumes it
+            care.after_iteration(it, state.params, save=bool(save))
+        if save:
             run.save(it, state, "rl", env_steps=env_steps, force=last)
     run.ckpt.wait()
     run_evaluation(run, state.params, r.iterations, env_steps, final=True)

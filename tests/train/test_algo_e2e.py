@@ -1,5 +1,6 @@
-"""End-to-end through the CLI (2 iterations, tiny model, BabyAI): every estimator trains,
-and the KL reference term is 0 at the first update and non-zero after it."""
+"""End-to-end through the CLI (2 iterations, tiny model, BabyAI): every estimator (and grow
+with the GRPO-CARE bonus) trains, and the KL reference term is 0 at the first update and
+non-zero after it."""
 
 import json
 import math
@@ -35,13 +36,14 @@ def _train(workdir, *extra):
         return [r for r in map(json.loads, f) if r["phase"] == "train"]
 
 
-ESTIMATORS = {
-    "grow": (),
-    "grpo_traj": ("--config.agent.history=-1",),
-    "tgrpo": (),
-    "gigpo": (),
-    "ppo": (),
-    "ppo_cot": ("--config.agent.max_new_tokens=16",),
+ESTIMATORS = {  # test id -> flags
+    "grow": ("--config.algo.name=grow",),
+    "grpo_traj": ("--config.algo.name=grpo_traj", "--config.agent.history=-1"),
+    "tgrpo": ("--config.algo.name=tgrpo",),
+    "gigpo": ("--config.algo.name=gigpo",),
+    "ppo": ("--config.algo.name=ppo",),
+    "ppo_cot": ("--config.algo.name=ppo_cot", "--config.agent.max_new_tokens=16"),
+    "grow_care": ("--config.algo.name=grow", "--config.algo.care_coef=0.5"),
 }
 
 
@@ -49,12 +51,14 @@ ESTIMATORS = {
 @pytest.mark.parametrize("name", list(ESTIMATORS))
 def test_every_estimator_trains_through_the_cli(tmp_path, name):
     """Random-init policy (format penalties make the rewards differ), 2 iterations."""
-    rows = _train(str(tmp_path), f"--config.algo.name={name}", *ESTIMATORS[name])
+    rows = _train(str(tmp_path), *ESTIMATORS[name])
     assert [r["step"] for r in rows] == [1, 2]
     for r in rows:
         assert r["samples"] > 0 and math.isfinite(r["loss"]), r
         if name.startswith("ppo"):
             assert math.isfinite(r["vf_loss"]), r
+        if name == "grow_care":
+            assert "care_bonus_frac" in r and (tmp_path / "care_ema" / "2").is_dir()
 
 
 @pytest.mark.slow

@@ -91,3 +91,36 @@ def test_ppo_cot_weights_thought_tokens_by_cot_lambda():
                                   thought_len=lambda ids: 2)
     for s in samples:
         np.testing.assert_allclose(s.token_weights, [0.25, 0.25, 1.0])
+
+
+def test_care_consistency_bonus_by_hand():
+    """Successes 0, 1, 3 (returns .9, .8, .5) with likelihoods -1, -3, -2: their mean is -2,
+    so only episode 0 beats its high-accuracy peers: bonus = .5 * .9 = .45. Episode 2 failed
+    (no bonus even with the best likelihood)."""
+    from grow_jax.train.care import consistency_bonus
+
+    b = consistency_bonus(np.array([0.9, 0.8, 0.0, 0.5]), np.array([1, 1, 0, 1]),
+                          np.array([-1.0, -3.0, 0.0, -2.0]), 0.5)
+    np.testing.assert_allclose(b, [0.45, 0.0, 0.0, 0.0])
+    # one success: no peers, no bonus
+    np.testing.assert_allclose(consistency_bonus(np.array([1.0, 0.0]), np.array([1, 0]),
+                                                 np.array([0.0, -1.0]), 0.5), [0.0, 0.0])
+
+
+def test_care_bonus_enters_grow_before_group_normalization():
+    """Two successful episodes of 2 decisions (returns 1), one failed; the first has the
+    higher EMA likelihood -> its return becomes 1.5, and GROW normalizes the result."""
+    from grow_jax.algo import advantages as A
+
+    rng = np.random.default_rng(2)
+    trs = [make_trajectory(rng, CFG, 2, action_len=(1, 1)) for _ in range(3)]
+    trs[2].success = False
+    for s in trs[2].steps:
+        s.reward = 0.0
+    c = _config(name="grow", care_coef=0.5, drop_zero_advantage=False)
+    lik = np.array([-1.0, -1.0, -3.0, -3.0, -9.0, -9.0])  # per sample, episode order
+    samples, stats = rl.build_samples(trs, c.algo, CFG, likelihood_fn=lambda s: lik)
+    want = A.estimate("grow", [[0, 1.5], [0, 1.0], [0, 0.0]], gamma=0.995)
+    np.testing.assert_allclose([s.advantages[0] for s in samples], np.concatenate(want),
+                               rtol=1e-6)
+    assert stats["care_bonus_frac"] == 1 / 3
