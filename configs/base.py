@@ -72,10 +72,10 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.algo = g = ml_collections.ConfigDict()
     g.name = "grow"  # advantage estimator: grow | grpo_traj | tgrpo | gigpo | ppo | ppo_cot
-    g.gamma = 0.995  # GROW backward discount of the terminal reward per decision
+    g.gamma = 0.995  # grow only: backward discount of the terminal reward per decision
     g.return_type = "outcome"  # grow: "outcome" (terminal reward) | "discounted" (dense rewards)
-    g.std_normalize = True  # divide group-normalized advantages by their std
-    g.adv_eps = 1e-6  # epsilon added to the std in advantage normalization
+    g.std_normalize = True  # grow/grpo_traj/tgrpo: divide group-normalized advantages by std
+    g.adv_eps = 1e-6  # epsilon added to the std in advantage normalization (all but ppo)
     g.clip_low = 0.2  # lower clip of the policy ratio: 1 - clip_low
     g.clip_high = 0.2  # upper clip of the policy ratio: 1 + clip_high
     g.kl_coef = 0.0  # k3 KL penalty to the frozen reference model; 0 drops the reference
@@ -89,6 +89,11 @@ def get_config() -> ml_collections.ConfigDict:
     g.gae_lambda = 0.95  # ppo: GAE lambda
     g.value_coef = 0.5  # ppo: value-loss coefficient
     g.cot_lambda = 0.5  # ppo_cot: weight of log p(chain of thought)
+    g.params = {}  # free-form overrides of algo.name's own parameters (config file), e.g. gigpo:
+    # dict(gamma=0.9, mode="mean_std_norm", cross_steps=False); see docs/algorithms.md
+    g.care_coef = 0.0  # grow: GRPO-CARE consistency bonus lambda (x return); 0 disables
+    g.care_ema_decay = 0.995  # grow + CARE: decay of the EMA reference that scores episodes
+    g.care_ema_every = 1  # grow + CARE: iterations between EMA reference updates
 
     c.rl = r = ml_collections.ConfigDict()
     r.iterations = 240  # RL iterations (rollout + update); the paper runs 240

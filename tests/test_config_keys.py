@@ -20,9 +20,6 @@ from grow_jax.config_utils import base_config
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "grow_jax")
 
-# Keys issue 8's algorithm half (branch `algo`) wires up; remove each once it is read.
-PENDING = {"algo.gae_lambda", "algo.value_coef", "algo.cot_lambda"}
-
 
 def _leaf_keys(cfg: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
     keys = []
@@ -96,10 +93,8 @@ def _is_read(key: str, reads, attrs) -> bool:
 def test_every_base_config_key_is_read():
     reads, attrs = _package_reads()
     keys = _leaf_keys(base_config())
-    unread = [k for k in keys if k not in PENDING and not _is_read(k, reads, attrs)]
+    unread = [k for k in keys if not _is_read(k, reads, attrs)]
     assert not unread, f"configs/base.py keys nothing in grow_jax/ reads: {unread}"
-    landed = [k for k in sorted(PENDING) if _is_read(k, reads, attrs)]
-    assert not landed, f"now read: remove {landed} from PENDING in tests/test_config_keys.py"
 
 
 def test_the_check_can_fail():

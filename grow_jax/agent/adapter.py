@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from grow_jax.agent.codecs import make_codec
+from grow_jax.agent.codecs import COT_INSTRUCTION, CotCodec, make_codec
 from grow_jax.agent.prompts import PromptConfig, build_prompt_ids
 from grow_jax.agent.tokenizer import special_token_ids
 from grow_jax.config_utils import ConfigError
@@ -22,10 +22,15 @@ class PolicyAgent:
 
     def __init__(self, tokenizer, suite: str, *, history: int = 0, compact: bool = False,
                  system: str | None = None, max_prompt_tokens: int | None = None,
-                 codec_kwargs: dict | None = None):
+                 codec_kwargs: dict | None = None, cot_tokens: int = 0):
+        """cot_tokens > 0: ppo_cot's agent, whose prompt asks for thoughts before the action
+        and whose output (at most cot_tokens) is parsed by `CotCodec`."""
         self.tokenizer = tokenizer
         self.codec = make_codec(suite, tokenizer, **(codec_kwargs or {}))
         self.max_prompt_tokens = max_prompt_tokens
+        self.cot = cot_tokens > 0
+        if self.cot:
+            self.codec = CotCodec(self.codec, tokenizer, cot_tokens)
         self.history = int(history)
         self.prompt_config = PromptConfig(compact=compact, system=system, history=self.history)
         ids = special_token_ids(tokenizer)
@@ -52,6 +57,8 @@ class PolicyAgent:
         return ids
 
     def _prompt_ids(self, instruction: str, shown: Sequence, image_tokens: int) -> np.ndarray:
+        if self.cot:
+            instruction = instruction + COT_INSTRUCTION
         if self.history >= 0 or not shown:
             history = [(None, st.action_text) for st in shown]
             cfg = dataclasses.replace(self.prompt_config, history=len(history))
@@ -78,6 +85,10 @@ class PolicyAgent:
     def encode(self, action) -> list[int]:
         return self.codec.encode(action)
 
+    def thought_len(self, action_ids) -> int:
+        """ppo_cot: how many leading sampled tokens are thoughts (weighted cot_lambda)."""
+        return self.codec.thought_len(action_ids) if self.cot else 0
+
 
 def make_agent(config, tokenizer) -> PolicyAgent:
     """The run's agent; env.actions_per_decision sets the Minecraft codec's chunk (the text
@@ -92,7 +103,8 @@ def make_agent(config, tokenizer) -> PolicyAgent:
         raise ConfigError(f"config error: 'env.actions_per_decision' must be 1 for suite "
                           f"{e.suite!r} (one action word per decision), got {chunk}")
     agent = PolicyAgent(tokenizer, e.suite, history=a.history, compact=a.compact_prompt,
-                        max_prompt_tokens=a.max_prompt_tokens, codec_kwargs=codec_kwargs)
+                        max_prompt_tokens=a.max_prompt_tokens, codec_kwargs=codec_kwargs,
+                        cot_tokens=a.max_new_tokens if config.algo.name == "ppo_cot" else 0)
     need = getattr(agent.codec, "num_tokens", 1)
     if a.max_new_tokens < need:
         raise ConfigError(f"config error: 'agent.max_new_tokens'={a.max_new_tokens} is below "

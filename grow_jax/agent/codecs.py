@@ -132,6 +132,52 @@ class MinecraftActionCodec:
         return [minecraft.groups_to_minerl(row) for row in np.asarray(action)]
 
 
+COT_MARKER = "Action:"
+COT_INSTRUCTION = " First think briefly, then write Action: and the action."
+
+
+class CotCodec:
+    """ppo_cot (RL4VLM): the model writes thoughts, then `COT_MARKER`, then the suite's
+    action tokens and <|im_end|>. No marker, or an unparseable action after it, maps to the
+    suite's no-op with valid=False (the fallback action)."""
+
+    def __init__(self, inner: ActionCodec, tokenizer, max_tokens: int):
+        self.inner = inner
+        self.noop_action = inner.noop_action
+        self.num_tokens = max_tokens
+        self._marker = list(tokenizer.encode(COT_MARKER, add_special_tokens=False))
+        self._im_end = special_token_ids(tokenizer).im_end
+
+    def _after_marker(self, ids: list[int]) -> int | None:
+        m = len(self._marker)
+        for i in range(len(ids) - m + 1):
+            if ids[i:i + m] == self._marker:
+                return i + m
+        return None
+
+    def encode(self, action: Any) -> list[int]:
+        """Marker + action (empty thoughts): the SFT target that teaches the format."""
+        return self._marker + self.inner.encode(action)
+
+    def thought_len(self, token_ids: Sequence[int]) -> int:
+        """Leading tokens that are thoughts (the marker included); all of them if no marker."""
+        ids = [int(t) for t in token_ids]
+        end = self._after_marker(ids)
+        return len(ids) if end is None else end
+
+    def decode(self, token_ids: Sequence[int]) -> tuple[Any, bool]:
+        ids = _until_im_end(token_ids, self._im_end, self.num_tokens)
+        end = None if ids is None else self._after_marker(ids)
+        if end is None:
+            return self.inner.decode([])[0], False
+        return self.inner.decode(ids[end:] + [self._im_end])
+
+    def __getattr__(self, name):  # action_text, to_minerl, ... of the suite's codec
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
 def make_codec(suite: str, tokenizer, **kwargs) -> ActionCodec:
     makers = {"babyai": babyai_codec, "crafter": crafter_codec, "minecraft": MinecraftActionCodec}
     if suite not in makers:

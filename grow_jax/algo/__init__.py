@@ -9,11 +9,13 @@
 Submodules are imported on demand so importing the package does not import JAX.
 """
 
+__all__ = ["estimate", "estimator_names", "estimator_params"]
 
-def __getattr__(name: str):
-    """`from grow_jax.algo import estimate`: the single-group estimator API, loaded lazily."""
-    if name == "estimate":
-        from grow_jax.algo.advantages import estimate
 
-        return estimate
+def __getattr__(name):
+    """`from grow_jax.algo import estimate` without importing JAX (numpy only, on demand)."""
+    if name in __all__:
+        from grow_jax.algo import advantages
+
+        return getattr(advantages, name)
     raise AttributeError(f"module 'grow_jax.algo' has no attribute {name!r}")

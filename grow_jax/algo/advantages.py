@@ -121,7 +121,10 @@ def _trajectory_advantage(rewards: Group, normalize_std: bool, eps: float) -> Gr
 # -------------------------------------------------------------------------- estimators
 
 
-@register("grow")
+_NORM_KEYS = {"normalize_std": "std_normalize", "eps": "adv_eps"}
+
+
+@register("grow", config_keys={"gamma": "gamma", "return_type": "return_type", **_NORM_KEYS})
 def grow(
     rewards: Group,
     *,
@@ -149,14 +152,15 @@ def grow(
     return _split(_normalize(np.concatenate(per), normalize_std, eps), rewards)
 
 
-@register("grpo_traj")
+@register("grpo_traj", config_keys=_NORM_KEYS)
 def grpo_traj(rewards: Group, *, normalize_std: bool = True, eps: float = 1e-6) -> Group:
     """Trajectory GRPO: (R_i - mean_R) / (std_R + eps), the same for every decision of episode i."""
     _check_common("grpo_traj", eps, normalize_std)
     return _trajectory_advantage(rewards, normalize_std, eps)
 
 
-@register("tgrpo")
+@register("tgrpo", config_keys={"alpha1": "tgrpo_alpha_step", "alpha2": "tgrpo_alpha_traj",
+                                **_NORM_KEYS})
 def tgrpo(
     rewards: Group,
     *,
@@ -181,24 +185,48 @@ def tgrpo(
     return [alpha1 * s + alpha2 * e for s, e in zip(step, traj, strict=True)]
 
 
-@register("gigpo")
+GIGPO_MODES = ("mean_norm", "mean_std_norm")
+
+
+def _verl_normalize(x: np.ndarray, stats_of: np.ndarray, mode: str, eps: float,
+                    singleton_mean: float) -> np.ndarray:
+    """verl-agent's group normalization of x with the statistics of `stats_of`: x - mean
+    (mean_norm) or (x - mean) / (std + eps) with the unbiased std (mean_std_norm); a group
+    of one uses mean `singleton_mean` (0 for the episode term, the value itself for anchor
+    groups) and std 1."""
+    if len(stats_of) == 1:
+        mean, std = singleton_mean, 1.0
+    else:
+        mean, std = stats_of.mean(), stats_of.std(ddof=1)
+    return x - mean if mode == "mean_norm" else (x - mean) / (std + eps)
+
+
+@register("gigpo", config_keys={"omega": "gigpo_step_weight", "eps": "adv_eps"})
 def gigpo(
     rewards: Group,
     *,
     obs_keys: Sequence[Sequence[Hashable]],
     omega: float = 1.0,
     gamma: float = 0.95,
-    normalize_std: bool = True,
+    mode: str = "mean_norm",
+    cross_steps: bool = True,
     eps: float = 1e-6,
 ) -> Group:
-    """GiGPO (verl-agent): episode advantage + omega * anchor-state step advantage.
+    """GiGPO as verl-agent's `compute_gigpo_outcome_advantage` computes it.
 
-    `obs_keys[i][t]` is a hashable key of the observation at decision t of episode i
-    (e.g. a hash of the frame and instruction). Decisions with equal keys anywhere in the
-    group form an anchor group; their discounted returns-to-go are normalized within it.
-    Singleton anchor groups get step advantage 0.
+    Episode term: the episode return R_i normalized over the group, counting each episode
+    once per decision it has (cross_steps=True, verl-agent's default) or once
+    (cross_steps=False). Step term: `obs_keys[i][t]` (hashable key of decision t's
+    observation) groups equal observations across the group into anchor groups, whose
+    discounted returns-to-go are normalized within it (singletons get 0). Both terms use
+    `mode`: "mean_norm" (verl-agent's default, no std) or "mean_std_norm" (unbiased std).
+    A_{i,t} = episode_i + omega * step_{i,t}.
     """
-    _check_common("gigpo", eps, normalize_std, gamma)
+    _check(eps >= 0, "gigpo", f"eps must be >= 0, got {eps}")
+    _check(0.0 < gamma <= 1.0, "gigpo", f"gamma must be in (0, 1], got {gamma}")
+    _check(mode in GIGPO_MODES, "gigpo", f"mode must be one of {GIGPO_MODES}, got {mode!r}")
+    _check(isinstance(cross_steps, (bool, np.bool_)), "gigpo",
+           f"cross_steps must be a bool, got {cross_steps!r}")
     _check(
         len(obs_keys) == len(rewards),
         "gigpo",
@@ -216,10 +244,12 @@ def gigpo(
     rtg = [discounted_return_to_go(r, gamma) for r in rewards]
     step = [np.zeros(len(r)) for r in rewards]
     for members in anchors.values():
-        norm = _normalize(np.array([rtg[i][t] for i, t in members]), normalize_std, eps)
-        for (i, t), a in zip(members, norm, strict=True):
+        g = np.array([rtg[i][t] for i, t in members])
+        for (i, t), a in zip(members, _verl_normalize(g, g, mode, eps, g[0]), strict=True):
             step[i][t] = a
-    episode = _trajectory_advantage(rewards, normalize_std, eps)
+    returns = np.array([r.sum() for r in rewards])
+    counted = np.repeat(returns, [len(r) for r in rewards]) if cross_steps else returns
+    episode = _verl_normalize(returns, counted, mode, eps, 0.0)
     return [e + omega * s for e, s in zip(episode, step, strict=True)]
 
 
@@ -254,7 +284,15 @@ def gae(
     return advs, rets
 
 
-@register("ppo")
+@register("ppo", config_keys={"lam": "gae_lambda"})
 def ppo(rewards: Group, *, values: Sequence[Any], gamma: float = 0.99, lam: float = 0.95) -> Group:
     """PPO advantages by GAE (see `gae`; value targets are adv + values[:-1])."""
+    return gae(rewards, values, gamma, lam)[0]
+
+
+@register("ppo_cot", config_keys={"lam": "gae_lambda"})
+def ppo_cot(rewards: Group, *, values: Sequence[Any], gamma: float = 0.99,
+            lam: float = 0.95) -> Group:
+    """RL4VLM's PPO with a chain of thought: the same GAE advantages as `ppo`; what differs
+    is the action log-likelihood (train/rl.py weights thought tokens by cot_lambda)."""
     return gae(rewards, values, gamma, lam)[0]

@@ -52,6 +52,7 @@ def policy_loss(
     aggregation: str = "token_mean",
     entropy: jax.Array | None = None,
     entropy_coef: float = 0.0,
+    token_weights: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Clipped-ratio surrogate + optional k3 KL to a reference - optional entropy bonus.
 
@@ -67,6 +68,8 @@ def policy_loss(
       aggregation: "token_mean" or "sample_mean" (see `masked_mean`), for every term.
       entropy: [B, T] per-token policy entropy (e.g. `token_entropy`), or None.
       entropy_coef: weight of the entropy bonus; non-zero needs entropy.
+      token_weights: [B, T] weights of each token's policy-gradient term, or None (all 1);
+        ppo_cot gives chain-of-thought tokens cot_lambda and action tokens 1.
 
     Returns:
       (loss, metrics) with metrics loss, pg_loss, kl, clip_frac, ratio_mean, approx_kl
@@ -87,7 +90,8 @@ def policy_loss(
         raise ValueError("policy_loss: kl_coef != 0 needs ref_logprobs")
     if entropy is None and not _is_zero(entropy_coef):
         raise ValueError("policy_loss: entropy_coef != 0 needs entropy")
-    for name, x in (("ref_logprobs", ref_logprobs), ("entropy", entropy)):
+    for name, x in (("ref_logprobs", ref_logprobs), ("entropy", entropy),
+                    ("token_weights", token_weights)):
         if x is not None and x.shape != logprobs.shape:
             raise ValueError(f"policy_loss: {name} {x.shape} must match logprobs {logprobs.shape}")
 
@@ -100,7 +104,8 @@ def policy_loss(
     log_ratio = jnp.where(on, logprobs - old_logprobs, 0.0)
     ratio = jnp.exp(log_ratio)
     clipped = jnp.clip(ratio, 1.0 - clip_low, 1.0 + clip_high)
-    pg_loss = agg(-jnp.minimum(ratio * adv, clipped * adv))
+    pg = -jnp.minimum(ratio * adv, clipped * adv)
+    pg_loss = agg(pg if token_weights is None else pg * token_weights)
     loss = pg_loss
 
     if ref_logprobs is None:
@@ -167,6 +172,50 @@ def suppress_tokens(logits: jax.Array, token_ids: tuple[int, ...]) -> jax.Array:
     if not token_ids:
         return logits
     return logits.at[..., jnp.asarray(token_ids, jnp.int32)].set(-jnp.inf)
+
+
+def filter_logits(scaled: jax.Array, top_k: int = 0, top_p: float = 1.0,
+                  always_keep: jax.Array | None = None) -> jax.Array:
+    """Top-k then top-p (nucleus) filter over the last axis: -inf outside the kept set.
+
+    The sampler draws from softmax of the result and stores its log-probability; the train
+    step recomputes it with `always_keep` = the sampled tokens, so a token that leaves the
+    new policy's top-k/top-p set after an update keeps a small, finite probability (its
+    ratio falls below 1 - clip_low, where PPO's clipping takes over) instead of ratio 0 and
+    an infinite log-ratio. Before any update the kept sets are the same (the sampled token
+    is in its set), so the first ratio is exactly 1. docs/algorithms.md, "Behaviour
+    log-probabilities".
+    """
+    filt = scaled
+    if top_k:
+        kth = jax.lax.top_k(filt, top_k)[0][..., -1:]
+        filt = jnp.where(filt < kth, -jnp.inf, filt)
+    if top_p < 1.0:
+        srt = jnp.sort(filt, axis=-1)[..., ::-1]
+        cum = jnp.cumsum(jax.nn.softmax(srt, axis=-1), axis=-1)
+        # keep the smallest prefix whose mass reaches top_p (always at least one token)
+        idx = jnp.minimum(jnp.sum(cum < top_p, axis=-1, keepdims=True), srt.shape[-1] - 1)
+        filt = jnp.where(filt < jnp.take_along_axis(srt, idx, axis=-1), -jnp.inf, filt)
+    if always_keep is not None and (top_k or top_p < 1.0):
+        hit = jnp.arange(scaled.shape[-1]) == always_keep[..., None].astype(jnp.int32)
+        filt = jnp.where(hit, scaled, filt)
+    return filt
+
+
+def policy_logits(logits: jax.Array, *, temperature: float = 1.0, top_k: int = 0,
+                  top_p: float = 1.0, suppress_token_ids: tuple[int, ...] = (),
+                  always_keep: jax.Array | None = None) -> jax.Array:
+    """Logits of the rollout policy: suppressed tokens, / temperature, top-k/top-p filter.
+
+    One function for the sampler and the train step, so the stored behaviour
+    log-probability and the recomputed one describe the same distribution.
+    """
+    if temperature <= 0:
+        raise ValueError(f"policy_logits: temperature must be > 0, got {temperature}")
+    x = suppress_tokens(logits.astype(jnp.float32), suppress_token_ids)
+    if temperature != 1.0:
+        x = x / temperature
+    return filter_logits(x, top_k, top_p, always_keep)
 
 
 def token_logprobs(logits: jax.Array, targets: jax.Array) -> jax.Array:

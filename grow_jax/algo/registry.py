@@ -23,17 +23,41 @@ class Registry:
     def __init__(self, kind: str):
         self.kind = kind
         self._fns: dict[str, Callable[..., Any]] = {}
+        self._keys: dict[str, dict[str, str]] = {}
 
-    def register(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Decorator: ``@registry.register("grow")``. Re-using a name raises."""
+    def register(
+        self, name: str, config_keys: dict[str, str] | None = None
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator: ``@registry.register("grow", config_keys={"gamma": "gamma"})``.
+
+        `config_keys` maps a parameter to the run-config key (in the caller's section)
+        that sets it; a parameter without one keeps its default unless set explicitly.
+        Re-using a name, or naming a parameter the function does not have, raises.
+        """
 
         def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
             if name in self._fns:
                 raise ValueError(f"{self.kind} {name!r} is already registered")
             self._fns[name] = fn
+            keys = dict(config_keys or {})
+            bad = sorted(set(keys) - set(self.params(name)))
+            if bad:
+                raise ValueError(f"{self.kind} {name!r}: config_keys name unknown "
+                                 f"parameter(s) {bad}")
+            self._keys[name] = keys
             return fn
 
         return deco
+
+    def config_keys(self, name: str) -> dict[str, str]:
+        """Parameter -> config key of `name` (see `register`)."""
+        self.get(name)
+        return dict(self._keys[name])
+
+    def context(self, name: str) -> tuple[str, ...]:
+        """Required parameters of `name`: data the caller computes (e.g. gigpo's obs_keys),
+        not settings."""
+        return tuple(k for k, d in self.params(name).items() if d is REQUIRED)
 
     def names(self) -> tuple[str, ...]:
         return tuple(sorted(self._fns))

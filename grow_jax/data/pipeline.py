@@ -39,7 +39,7 @@ def epoch_batches(samples: Sequence[Sample], shape: BatchShape, model_config, *,
         raise ValueError("no samples to train on")
     n = len(samples)
     to_batch = functools.partial(collate, shape=shape, model_config=model_config,
-                                 pad_id=pad_id)
+                                 pad_id=pad_id, fields=samples[0].optional_fields())
     ds = grain.MapDataset.source(list(samples)).shuffle(seed=seed).repeat(epochs)
     per_update = shape.batch * accumulation
     updates = -(-n // per_update)

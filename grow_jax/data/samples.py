@@ -20,6 +20,9 @@ from grow_jax.models.qwen2_vl import inputs as qinputs
 from grow_jax.rollout.types import Trajectory
 
 
+OPTIONAL_FIELDS = ("ref_logprobs", "old_values", "returns", "token_weights")
+
+
 @dataclasses.dataclass
 class Sample:
     """One training sequence. Positions index `input_ids`; K = number of action tokens."""
@@ -31,6 +34,14 @@ class Sample:
     target_pos: np.ndarray  # int32 [K] positions whose *next* token is an action token
     old_logprobs: np.ndarray  # float32 [K] behaviour log-probabilities of those tokens
     advantages: np.ndarray  # float32 [K]
+    # Optional per-token fields (OPTIONAL_FIELDS), batched only when set:
+    ref_logprobs: np.ndarray | None = None  # float32 [K] frozen reference's (kl_coef > 0)
+    old_values: np.ndarray | None = None  # float32 [K] PPO: V_old(s), the same at every k
+    returns: np.ndarray | None = None  # float32 [K] PPO: value target, the same at every k
+    token_weights: np.ndarray | None = None  # float32 [K] ppo_cot: cot_lambda on thoughts
+
+    def optional_fields(self) -> tuple[str, ...]:
+        return tuple(f for f in OPTIONAL_FIELDS if getattr(self, f) is not None)
 
     @property
     def length(self) -> int:
@@ -206,13 +217,18 @@ class BatchShape:
         return BatchShape(batch, seq, k, ImageSlots.fit(grids, batch * imgs, batch * patches))
 
 
-def collate(samples: Sequence[Sample], shape: BatchShape, model_config, pad_id: int = 0) -> dict:
+def collate(samples: Sequence[Sample], shape: BatchShape, model_config, pad_id: int = 0,
+            fields: tuple[str, ...] | None = None) -> dict:
     """Left-pads samples into fixed-shape arrays; missing rows become zero-weight padding.
 
     Returns input_ids/attention_mask [B,T], position_ids [3,B,T], image arrays in the
     layout of `shape.images` (see `pack_images`), target_pos/targets/loss_mask/old_logprobs/
-    advantages [B,K].
+    advantages [B,K], and each optional field in `fields` [B,K] (None: those the first
+    sample carries).
     """
+    if fields is None:
+        fields = samples[0].optional_fields() if samples else ()
+    extra = {f: np.zeros((shape.batch, shape.targets), np.float32) for f in fields}
     b, t, k = shape.batch, shape.seq, shape.targets
     if len(samples) > b:
         raise ValueError(f"{len(samples)} samples do not fit a batch of {b}")
@@ -239,11 +255,17 @@ def collate(samples: Sequence[Sample], shape: BatchShape, model_config, pad_id: 
         lmask[i, :kk] = 1.0
         oldlp[i, :kk] = s.old_logprobs
         adv[i, :kk] = s.advantages
+        for f, arr in extra.items():
+            if getattr(s, f) is None:
+                raise ValueError(f"collate: a sample has no {f} (the batch's fields: {fields})")
+            arr[i, :kk] = getattr(s, f)
     grid = (np.concatenate([s.image_grid_thw for s in samples]) if samples
             else np.zeros((0, 3), np.int32))
     pixel_values, vpos, seg = pack_images([s.pixel_values for s in samples], grid,
                                           shape.images, model_config)
-    return dict(input_ids=ids, attention_mask=mask, position_ids=pos,
-                pixel_values=pixel_values, vision_pos_ids=vpos, vision_segment_ids=seg,
-                target_pos=tpos, targets=tgt, loss_mask=lmask, old_logprobs=oldlp,
-                advantages=adv)
+    out = dict(input_ids=ids, attention_mask=mask, position_ids=pos,
+               pixel_values=pixel_values, vision_pos_ids=vpos, vision_segment_ids=seg,
+               target_pos=tpos, targets=tgt, loss_mask=lmask, old_logprobs=oldlp,
+               advantages=adv)
+    out.update(extra)
+    return out

@@ -5,9 +5,10 @@ runs one jitted prefill + `lax.while_loop` decode (stopping once every row emitt
 stop token) and returns new tokens with their log-probabilities. `generate` is the
 transformers-like convenience API on top.
 
-Log-probabilities are those of the distribution tokens are drawn from before top-k/top-p
-filtering: log_softmax(logits / temperature), or log_softmax(logits) when greedy. With
-temperature 1 (the RL default) they equal the teacher-forced forward's log-softmax.
+Log-probabilities are those of the distribution tokens are drawn from: log_softmax of
+`losses.policy_logits` (temperature, then top-k/top-p), or log_softmax(logits) when
+greedy. The train step recomputes them with the same function (`LossConfig` carries the
+sampling settings), so the first update's importance ratio is exactly 1.
 """
 
 from __future__ import annotations
@@ -55,20 +56,10 @@ def _choose(logits: jax.Array, rng: jax.Array, sp: SamplingParams):
     if sp.temperature == 0:
         tok = jnp.argmax(logits, axis=-1)
         return tok, jnp.take_along_axis(jax.nn.log_softmax(logits), tok[:, None], 1)[:, 0]
-    scaled = logits / sp.temperature
-    logp = jax.nn.log_softmax(scaled)
-    filt = scaled
-    if sp.top_k:
-        kth = jax.lax.top_k(filt, sp.top_k)[0][:, -1:]
-        filt = jnp.where(filt < kth, -jnp.inf, filt)
-    if sp.top_p < 1.0:
-        srt = jnp.sort(filt, axis=-1)[:, ::-1]
-        cum = jnp.cumsum(jax.nn.softmax(srt), axis=-1)
-        # keep the smallest prefix whose mass reaches top_p (always at least one token)
-        cutoff_idx = jnp.sum(cum < sp.top_p, axis=-1, keepdims=True)
-        cutoff = jnp.take_along_axis(srt, cutoff_idx, axis=-1)
-        filt = jnp.where(filt < cutoff, -jnp.inf, filt)
+    filt = losses.policy_logits(logits, temperature=sp.temperature, top_k=sp.top_k,
+                                top_p=sp.top_p)
     tok = jax.random.categorical(rng, filt, axis=-1)
+    logp = jax.nn.log_softmax(filt)
     return tok, jnp.take_along_axis(logp, tok[:, None], 1)[:, 0]
 
 

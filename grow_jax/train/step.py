@@ -25,12 +25,14 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from grow_jax import distributed
 from grow_jax.algo import losses
+from grow_jax.train import value_head
 
 BATCH_AXES = ("data", "fsdp")
 # Which dimension of each micro-batch array is the batch (or patch) dimension.
 _BATCH_DIM = dict(input_ids=0, attention_mask=0, position_ids=1, pixel_values=0,
                   vision_pos_ids=0, vision_segment_ids=0, target_pos=0, targets=0,
-                  loss_mask=0, old_logprobs=0, advantages=0, ref_logprobs=0)
+                  loss_mask=0, old_logprobs=0, advantages=0, ref_logprobs=0, old_values=0,
+                  returns=0, token_weights=0)
 
 
 @flax.struct.dataclass
@@ -41,6 +43,8 @@ class TrainState:
     opt_state: Any
     step: jax.Array  # int32 scalar: optimizer updates done
     rng: jax.Array  # PRNG key, split once per update
+    value: Any = None  # PPO value head params (train/value_head.py), or None
+    value_opt_state: Any = None  # its optimizer state
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,65 +58,133 @@ class LossConfig:
     entropy_coef: float = 0.0
     aggregation: str = "token_mean"
     suppress_token_ids: tuple[int, ...] = ()  # the sampler's: same distribution in both
+    # The rollout sampler's settings (policy kind): logprobs are recomputed from
+    # losses.policy_logits exactly as sampled. SFT trains the raw model (T = 1, no filter).
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    value_coef: float = 0.0  # PPO: weight of the clipped value loss (needs a value head)
+    value_clip: float = 0.2  # PPO: value clip range around V_old
 
     def __post_init__(self):
         if self.kind not in ("policy", "sft"):
             raise ValueError(f"loss kind must be 'policy' or 'sft', got {self.kind!r}")
+        if self.kind == "policy" and self.temperature <= 0:
+            raise ValueError(f"LossConfig.temperature must be > 0 (the rollout sampler's "
+                             f"agent.temperature), got {self.temperature}")
 
 
-def action_logits(model, mb: dict) -> jax.Array:
-    """Logits [B, K, V] at the positions that predict action tokens."""
+def action_hidden(model, mb: dict) -> jax.Array:
+    """Final hidden states [B, K, D] at the positions that predict action tokens (the
+    first is the last prompt position, where the value head reads)."""
     image_embeds = None
     if mb["pixel_values"].shape[0]:
         image_embeds = model.encode_images(mb["pixel_values"], mb["vision_pos_ids"],
                                            mb["vision_segment_ids"])
-    return model.forward(mb["input_ids"], mb["position_ids"], mb["attention_mask"],
-                         image_embeds=image_embeds, logits_at=mb["target_pos"])[0]
+    return model.hidden_states(mb["input_ids"], mb["position_ids"], mb["attention_mask"],
+                               image_embeds=image_embeds, logits_at=mb["target_pos"])[0]
+
+
+def action_logits(model, mb: dict) -> jax.Array:
+    """Logits [B, K, V] at the positions that predict action tokens."""
+    return model.output_logits(action_hidden(model, mb))
 
 
 def _loss(params, rest, graphdef, cfg: LossConfig, mb: dict):
+    """Loss of one micro-batch; `params` is (model params, value head) when value_coef."""
+    head = None
+    if cfg.value_coef:
+        params, head = params
     model = nnx.merge(graphdef, params, rest)
-    logits = losses.suppress_tokens(action_logits(model, mb).astype(jnp.float32),
-                                    cfg.suppress_token_ids)
-    logp = losses.token_logprobs(logits, mb["targets"])
+    hidden = action_hidden(model, mb)
+    raw = model.output_logits(hidden)
     mask = mb["loss_mask"]
     if cfg.kind == "sft":
-        loss = -losses.masked_mean(logp, mask, cfg.aggregation)
+        logits = losses.suppress_tokens(raw.astype(jnp.float32), cfg.suppress_token_ids)
+        loss = -losses.masked_mean(losses.token_logprobs(logits, mb["targets"]), mask,
+                                   cfg.aggregation)
         return loss, {"loss": loss, "nll": loss}
+    logits = losses.policy_logits(raw, temperature=cfg.temperature, top_k=cfg.top_k,
+                                  top_p=cfg.top_p, suppress_token_ids=cfg.suppress_token_ids,
+                                  always_keep=mb["targets"])
+    logp = losses.token_logprobs(logits, mb["targets"])
     entropy = losses.token_entropy(logits) if cfg.entropy_coef else None
-    return losses.policy_loss(
+    loss, metrics = losses.policy_loss(
         logp, mb["old_logprobs"], mb["advantages"], mask, clip_low=cfg.clip_low,
         clip_high=cfg.clip_high, kl_coef=cfg.kl_coef, ref_logprobs=mb.get("ref_logprobs"),
-        aggregation=cfg.aggregation, entropy=entropy, entropy_coef=cfg.entropy_coef)
+        aggregation=cfg.aggregation, entropy=entropy, entropy_coef=cfg.entropy_coef,
+        token_weights=mb.get("token_weights"))
+    if head is None:
+        return loss, metrics
+    values = value_head.apply(head, hidden[:, 0])
+    rows = jnp.any(mask > 0, axis=-1).astype(jnp.float32)
+    vf, vm = losses.value_loss(values, mb["old_values"][:, 0], mb["returns"][:, 0], rows,
+                               clip=cfg.value_clip)
+    loss = loss + cfg.value_coef * vf
+    return loss, {**metrics, **vm, "loss": loss}
 
 
-def _update(state: TrainState, micro_batches: dict, *, graphdef, rest, tx, cfg):
-    """One optimizer update from A accumulated micro-batches (leading axis A)."""
+def _weight(mask: jax.Array, aggregation: str) -> jax.Array:
+    """What a micro-batch's mean loss averages over: its real tokens (token_mean) or its
+    samples with at least one real token (sample_mean)."""
+    on = mask > 0
+    return jnp.sum(on) if aggregation == "token_mean" else jnp.sum(jnp.any(on, axis=-1))
+
+
+def update_grads(params, micro_batches: dict, *, graphdef, rest, cfg):
+    """Gradient and metrics of one update from A micro-batches (leading axis A).
+
+    Accumulation sums each micro-batch's gradient times its weight (`_weight`) and divides
+    by the total weight, so A micro-batches give exactly the gradient of one batch of all
+    their rows, and all-padding micro-batches add nothing. The result is then scaled by
+    the fraction of real rows in the update (real / (A * B)): an epoch's last, partial
+    update counts as much as the samples it holds, not as a full-size update
+    (docs/algorithms.md, "Minibatch weighting").
+    """
     grad_fn = jax.value_and_grad(_loss, has_aux=True)
 
-    def accumulate(carry, mb):
-        grads, metrics = carry
-        (_, m), g = grad_fn(state.params, rest, graphdef, cfg, mb)
-        return (jax.tree.map(jnp.add, grads, g), jax.tree.map(jnp.add, metrics, m)), None
+    def one(mb):
+        (_, m), g = grad_fn(params, rest, graphdef, cfg, mb)
+        w = _weight(mb["loss_mask"], cfg.aggregation).astype(jnp.float32)
+        return jax.tree.map(lambda x: x * w, g), jax.tree.map(lambda x: x * w, m), w
 
-    n_acc = jax.tree.leaves(micro_batches)[0].shape[0]
+    def accumulate(carry, mb):
+        return jax.tree.map(jnp.add, carry, one(mb)), None
+
     first = jax.tree.map(lambda x: x[0], micro_batches)
-    (_, m0), g0 = grad_fn(state.params, rest, graphdef, cfg, first)
     rest_mbs = jax.tree.map(lambda x: x[1:], micro_batches)
-    (grads, metrics), _ = jax.lax.scan(accumulate, (g0, m0), rest_mbs)
-    grads = jax.tree.map(lambda g: g / n_acc, grads)
-    metrics = jax.tree.map(lambda m: m / n_acc, metrics)
+    (grads, metrics, total), _ = jax.lax.scan(accumulate, one(first), rest_mbs)
+    mask = micro_batches["loss_mask"]  # [A, B, K]
+    real = jnp.sum(jnp.any(mask > 0, axis=-1)) / (mask.shape[0] * mask.shape[1])
+    denom = jnp.maximum(total, 1.0)
+    grads = jax.tree.map(lambda g: g * (real / denom), grads)
+    metrics = jax.tree.map(lambda m: m / denom, metrics)
+    return grads, metrics
+
+
+def _update(state: TrainState, micro_batches: dict, *, graphdef, rest, tx, cfg,
+            value_tx=None):
+    """One optimizer update from A accumulated micro-batches (leading axis A)."""
+    with_value = state.value is not None
+    grads, metrics = update_grads((state.params, state.value) if with_value else state.params,
+                                  micro_batches, graphdef=graphdef, rest=rest, cfg=cfg)
+    value, value_opt = state.value, state.value_opt_state
+    if with_value:
+        grads, vgrads = grads
+        vupd, value_opt = value_tx.update(vgrads, value_opt, value)
+        value = optax.apply_updates(value, vupd)
     metrics["grad_norm"] = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     rng, _ = jax.random.split(state.rng)
-    return _skip_if_not_finite(state, TrainState(params, opt_state, state.step + 1, rng),
+    return _skip_if_not_finite(state, TrainState(params, opt_state, state.step + 1, rng,
+                                                     value, value_opt),
                                metrics, updates)
 
 
 def _skip_if_not_finite(old: TrainState, new: TrainState, metrics: dict, updates):
     """Numerical-fault guard (docs/reliability.md): a non-finite loss, gradient or update
-    keeps the old state (params, optimizer, step, RNG) and is counted in `skipped_updates`."""
+    keeps the old state (params, optimizer, step, RNG, value head) and is counted in `skipped_updates`."""
     ok = (jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
           & jnp.isfinite(optax.global_norm(updates)))
     state = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
@@ -120,11 +192,13 @@ def _skip_if_not_finite(old: TrainState, new: TrainState, metrics: dict, updates
     return state, metrics
 
 
-def train_step(state: TrainState, batches: dict, *, graphdef, rest, tx, cfg: LossConfig):
+def train_step(state: TrainState, batches: dict, *, graphdef, rest, tx, cfg: LossConfig,
+               value_tx=None):
     """M updates over `batches` (leading dims [M, A]); metrics are means over the M."""
 
     def body(s, mbs):
-        return _update(s, mbs, graphdef=graphdef, rest=rest, tx=tx, cfg=cfg)
+        return _update(s, mbs, graphdef=graphdef, rest=rest, tx=tx, cfg=cfg,
+                       value_tx=value_tx)
 
     state, metrics = jax.lax.scan(body, state, batches)
     skipped = metrics.pop("skipped_updates")
@@ -173,9 +247,14 @@ class Learner:
     it, use `learner.model(state)`, not the model object given here.
     """
 
-    def __init__(self, model, tx: optax.GradientTransformation, cfg: LossConfig, mesh):
+    def __init__(self, model, tx: optax.GradientTransformation, cfg: LossConfig, mesh,
+                 value_tx: optax.GradientTransformation | None = None):
+        if (value_tx is None) != (not cfg.value_coef):
+            raise ValueError("Learner: a value head (value_tx) goes with LossConfig.value_coef"
+                             " > 0 and only with it")
         self.graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
-        self.tx, self.cfg, self.mesh = tx, cfg, mesh
+        self.tx, self.cfg, self.mesh, self.value_tx = tx, cfg, mesh, value_tx
+        self.hidden_size = model.config.text.hidden_size
         self._params_template = params
         self._compiled = {}
 
@@ -186,8 +265,13 @@ class Learner:
         opt_state = jax.jit(self.tx.init,
                             out_shardings=opt_state_shardings(self.tx, params, self.mesh))(params)
         rep = NamedSharding(self.mesh, P())
+        value = value_opt = None
+        if self.value_tx is not None:
+            value = value_head.init(self.hidden_size, self.mesh)
+            value_opt = jax.jit(self.value_tx.init, out_shardings=rep)(value)
         return TrainState(params, opt_state, jax.device_put(jnp.zeros((), jnp.int32), rep),
-                          jax.device_put(jax.random.key_data(jax.random.key(seed)), rep))
+                          jax.device_put(jax.random.key_data(jax.random.key(seed)), rep),
+                          value, value_opt)
 
     def state_shardings(self, state: TrainState):
         return jax.tree.map(lambda x: x.sharding, state)
@@ -198,7 +282,7 @@ class Learner:
             st_sh = self.state_shardings(state)
             b_sh = batch_shardings(self.mesh, batches)
             fn = jax.jit(functools.partial(train_step, graphdef=self.graphdef, rest=self.rest,
-                                           tx=self.tx, cfg=self.cfg),
+                                           tx=self.tx, cfg=self.cfg, value_tx=self.value_tx),
                          in_shardings=(st_sh, b_sh), out_shardings=(st_sh, None),
                          donate_argnums=0)
             self._compiled[key] = fn, b_sh

@@ -27,12 +27,15 @@ from grow_jax.eval.evaluate import evaluate, resume_kwargs, write_report
 from grow_jax.rollout.loop import RolloutStats, image_token_count, run_episodes
 from grow_jax.sampling.generate import Sampler, SamplingParams
 from grow_jax.train import builders, preemption
+from grow_jax.train.care import EmaReference
 from grow_jax.train.checkpoint import Checkpointer
 from grow_jax.train.faults import SkipGuard
 from grow_jax.train.metrics import MetricsWriter, plot_learning_curve, set_aside_metrics
 from grow_jax.train.optim import make_optimizer
-from grow_jax.train.rl import build_samples
+from grow_jax.train.reference import Reference
+from grow_jax.train.rl import VALUE_ESTIMATORS, build_samples, validate
 from grow_jax.train.step import Learner, LossConfig, TrainState
+from grow_jax.train.value_head import ValuePass
 
 TRAIN_KEYS = ("success_rate", "mean_return", "loss", "kl", "clip_frac", "grad_norm",
               "samples_per_s", "iter_s")
@@ -109,18 +112,23 @@ class Run:
 
     def learner(self, kind: str, opt_cfg) -> Learner:
         g = self.config.algo
+        value = kind == "policy" and g.name in VALUE_ESTIMATORS  # PPO: a value head
         cfg = LossConfig(kind=kind, clip_low=g.clip_low, clip_high=g.clip_high,
                          kl_coef=g.kl_coef, entropy_coef=g.entropy_coef,
-                         aggregation=g.aggregation, suppress_token_ids=self.suppressed)
+                         aggregation=g.aggregation, suppress_token_ids=self.suppressed,
+                         temperature=self.config.agent.temperature, top_k=self.config.agent.top_k,
+                         top_p=self.config.agent.top_p, value_coef=g.value_coef if value else 0.0)
         params = nnx.state(self.model, nnx.Param)
-        return Learner(self.model, make_optimizer(opt_cfg, params), cfg, self.mesh)
+        value_tx = make_optimizer(opt_cfg, {"w": 0, "b": 0}) if value else None
+        return Learner(self.model, make_optimizer(opt_cfg, params), cfg, self.mesh,
+                       value_tx=value_tx)
 
     # --------------------------------------------------------- checkpoints
     def save(self, iteration: int, state: TrainState, phase: str, env_steps: int = 0,
              force: bool = False):
         pure = nnx.to_pure_dict(state.params)
         rest = {str(i): x for i, x in enumerate(jax.tree.leaves(
-            (state.opt_state, state.step, state.rng)))}
+            (state.opt_state, state.step, state.rng, state.value, state.value_opt_state)))}
         extra = dict(iteration=iteration, phase=phase, env_steps=env_steps,
                      model_config=self.mcfg.to_hf(),
                      config=json.loads(config_to_json(self.config)))
@@ -130,15 +138,16 @@ class Run:
     def restore(self, state: TrainState, step: int | None = None):
         """(state, extra) restored onto `state`'s shardings; opt state only if phases match."""
         pure = nnx.to_pure_dict(state.params)
-        leaves, treedef = jax.tree.flatten((state.opt_state, state.step, state.rng))
+        leaves, treedef = jax.tree.flatten((state.opt_state, state.step, state.rng, state.value,
+                                            state.value_opt_state))
         out = self.ckpt.restore({"params": pure,
                                  "train_state": {str(i): x for i, x in enumerate(leaves)}},
                                 step)
         params = state.params
         nnx.replace_by_pure_dict(params, out["params"])
-        opt, step_, rng = jax.tree.unflatten(
+        opt, step_, rng, value, value_opt = jax.tree.unflatten(
             treedef, [out["train_state"][str(i)] for i in range(len(leaves))])
-        return TrainState(params, opt, step_, rng), out.get("extra", {})
+        return TrainState(params, opt, step_, rng, value, value_opt), out.get("extra", {})
 
     def restore_params(self, state: TrainState, directory: str | None = None,
                        step: int | None = None):
@@ -336,6 +345,7 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
 
 def run_train(config, workdir: str):
     """--mode=train: GROW (or config.algo.name) RL, resuming from WORKDIR if possible."""
+    validate(config)  # algo.* and the estimator's needs, before SFT and the first eval
     run = Run(config, workdir)
     try:
         with run.stop:
@@ -349,13 +359,20 @@ def _train(run: Run):
     r = c.rl
     learner = run.learner("policy", rl_config_view(c))
     state = learner.init_state(seed=c.seed)
+    value_pass = ValuePass(learner)
     sampler = run.sampler()
     latest = run.ckpt.latest_step()
     extra = run.ckpt.read_extra() if latest is not None else None  # falls back if damaged
     start, env_steps = 0, 0
+    reference = care = None
     if extra is not None and extra.get("phase") == "rl":
         state, extra = run.restore(state)
         latest = run.ckpt.restored_step
+        if c.algo.kl_coef > 0:
+            reference = Reference.resume(learner, state.params, run.workdir)
+        if c.algo.care_coef > 0:
+            care = EmaReference.setup(learner, state.params, run.workdir, c.algo,
+                                      c.checkpoint.keep, int(extra["iteration"]))
         start, env_steps = int(extra["iteration"]), int(extra.get("env_steps", 0))
         set_aside_metrics(run.workdir, lambda row: row.get("phase") == "sft"
                           or row.get("step", 0) <= start)
@@ -377,6 +394,11 @@ def _train(run: Run):
             params, from_sft = state.params, False
         set_aside_metrics(run.workdir, lambda row: from_sft and row.get("phase") == "sft")
         state = learner.init_state(params=params, seed=c.seed)
+        if c.algo.kl_coef > 0:
+            reference = Reference.start(learner, state.params, run.workdir)
+        if c.algo.care_coef > 0:
+            care = EmaReference.setup(learner, state.params, run.workdir, c.algo,
+                                      c.checkpoint.keep, None)
         run_evaluation(run, state.params, 0, 0)
         run.save(0, state, "rl", env_steps=0, force=True)
     tasks = run.tasks()
@@ -398,8 +420,19 @@ def _train(run: Run):
         preemption.maybe_kill("rollout", it)  # test hook, off by default
         env_steps += stats.env_steps
         t_roll = time.perf_counter() - t0
-        samples, sstats = build_samples(trajs, c.algo, run.mcfg)
+        values_fn = None
+        if c.algo.name in VALUE_ESTIMATORS:  # V(s) under the rollout's params, before updates
+            values_fn = functools.partial(value_pass, state, minibatch=r.minibatch_size,
+                                          model_config=run.mcfg, pad_id=run.pad_id)
+        likelihood_fn = None if care is None else functools.partial(
+            care.likelihoods, minibatch=r.minibatch_size, model_config=run.mcfg,
+            pad_id=run.pad_id)
+        samples, sstats = build_samples(trajs, c.algo, run.mcfg, values_fn=values_fn,
+                                        thought_len=run.agent.thought_len,
+                                        likelihood_fn=likelihood_fn)
         t1 = time.perf_counter()
+        if reference is not None and samples:
+            reference.annotate(samples, r.minibatch_size, run.mcfg, run.pad_id)
         metrics = {}
         if samples:
             shape = BatchShape.fit(samples, r.minibatch_size)
@@ -427,7 +460,10 @@ def _train(run: Run):
         skips.check(it, os.path.join(run.ckpt.directory, str(saved)))
         if c.eval.every and it % c.eval.every == 0 and not last:
             run_evaluation(run, state.params, it, env_steps)
-        if last or run.stop.requested or (c.checkpoint.every and it % c.checkpoint.every == 0):
+        save = last or run.stop.requested or (c.checkpoint.every and it % c.checkpoint.every == 0)
+        if care is not None:  # EMA update, saved before the checkpoint that resumes it
+            care.after_iteration(it, state.params, save=bool(save))
+        if save:
             run.save(it, state, "rl", env_steps=env_steps, force=True)
             saved = it
             preemption.maybe_kill("checkpoint", it)  # test hook: async write in flight

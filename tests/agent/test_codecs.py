@@ -119,3 +119,23 @@ def test_decode_never_raises(ids, suite):
     assert isinstance(valid, bool)
     if not valid:
         assert np.array_equal(action, codec.noop_action)
+
+
+def test_cot_codec_parses_thoughts_then_action_and_falls_back():
+    from grow_jax.agent.codecs import COT_MARKER, CotCodec
+
+    cot = CotCodec(CODECS["babyai"], TOK, max_tokens=16)
+    marker = TOK.encode(COT_MARKER, add_special_tokens=False)
+    thoughts = TOK.encode("the ball is ahead", add_special_tokens=False)
+    fwd = babyai.ACTION_NAMES.index("forward")
+    word = CODECS["babyai"].encode(fwd)  # word + <|im_end|>
+    ids = thoughts + marker + word
+    assert cot.decode(ids) == (fwd, True)
+    assert cot.thought_len(ids) == len(thoughts) + len(marker)
+    assert cot.encode(fwd) == marker + word  # the SFT target: the format, no thoughts
+    noop = babyai.ACTION_NAMES.index("done")
+    assert cot.decode(thoughts + word) == (noop, False)  # no marker -> fallback
+    assert cot.thought_len(thoughts + word) == len(thoughts + word)
+    assert cot.decode(thoughts + marker + thoughts[:1] + [IM_END]) == (noop, False)
+    assert cot.decode(thoughts * 5 + marker + word) == (noop, False)  # over the budget
+    assert cot.action_text(fwd) == "forward"

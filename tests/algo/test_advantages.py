@@ -120,21 +120,49 @@ GIGPO_REWARDS = [[0, 1], [0, 0, 1], [0]]
 GIGPO_KEYS = [["a", "b"], ["a", "c", "b"], ["d"]]
 
 
-def test_gigpo_anchor_groups():
+def test_gigpo_mean_norm_cross_steps_default():
+    # verl-agent's defaults: mode mean_norm, episode statistics over every decision row.
     # gamma .5 returns-to-go: ep0 [.5, 1]; ep1 [.25, .5, 1]; ep2 [0]
     # anchor a: (0,0)=.5, (1,0)=.25 -> mean .375 -> [+.125, -.125]
     # anchor b: (0,1)=1, (1,2)=1 -> 0;  c, d singletons -> 0
-    # episode: R = [1, 1, 0], mean 2/3 -> [1/3, 1/3, -2/3]
-    adv = A.estimate("gigpo", GIGPO_REWARDS, obs_keys=GIGPO_KEYS, gamma=0.5, normalize_std=False)
+    # episode: R = [1, 1, 0] counted per decision: [1,1, 1,1,1, 0] -> mean 5/6
+    #   -> [1/6, 1/6, -5/6]
+    adv = A.estimate("gigpo", GIGPO_REWARDS, obs_keys=GIGPO_KEYS, gamma=0.5)
+    check(adv, [[1 / 6 + 0.125, 1 / 6], [1 / 6 - 0.125, 1 / 6, 1 / 6], [-5 / 6]])
+
+
+def test_gigpo_mean_norm_per_episode():
+    # cross_steps=False: each episode once, R = [1, 1, 0] -> mean 2/3 -> [1/3, 1/3, -2/3]
+    adv = A.estimate("gigpo", GIGPO_REWARDS, obs_keys=GIGPO_KEYS, gamma=0.5, cross_steps=False)
     check(adv, [[1 / 3 + 0.125, 1 / 3], [1 / 3 - 0.125, 1 / 3, 1 / 3], [-2 / 3]])
 
 
-def test_gigpo_std_and_omega():
-    # episode std of [1,1,0] = sqrt(2/9): (1/3)/(sqrt(2/9)+1e-6) = 0.7071052811897295,
-    # (-2/3)/(...) = -1.414210562379459; anchor a: +-.125/(.125+1e-6) = +-0.9999920000639995
-    e, f, s = 0.7071052811897295, -1.414210562379459, 0.9999920000639995
-    adv = A.estimate("gigpo", GIGPO_REWARDS, obs_keys=GIGPO_KEYS, gamma=0.5, omega=2.0)
+def test_gigpo_mean_std_norm_both_episode_normalizations_and_omega():
+    # mean_std_norm uses the unbiased std (ddof 1), + 1e-6.
+    # anchor a: values [.5, .25], std = sqrt(2 * .125^2 / 1) = .1767767 -> +-.125/(.1767767+1e-6)
+    s = 0.125 / (np.sqrt(2 * 0.125**2) + 1e-6)
+    # cross_steps=True: [1,1,1,1,1,0]: mean 5/6, var = (5*(1/6)^2 + (5/6)^2)/5 = 1/6
+    sd = np.sqrt(1 / 6) + 1e-6
+    e, f = (1 / 6) / sd, (-5 / 6) / sd
+    adv = A.estimate("gigpo", GIGPO_REWARDS, obs_keys=GIGPO_KEYS, gamma=0.5, omega=2.0,
+                     mode="mean_std_norm")
     check(adv, [[e + 2 * s, e], [e - 2 * s, e, e], [f]], tol=1e-10)
+    # cross_steps=False: [1, 1, 0]: mean 2/3, var = (2*(1/3)^2 + (2/3)^2)/2 = 1/3
+    sd = np.sqrt(1 / 3) + 1e-6
+    e, f = (1 / 3) / sd, (-2 / 3) / sd
+    adv = A.estimate("gigpo", GIGPO_REWARDS, obs_keys=GIGPO_KEYS, gamma=0.5, omega=2.0,
+                     mode="mean_std_norm", cross_steps=False)
+    check(adv, [[e + 2 * s, e], [e - 2 * s, e, e], [f]], tol=1e-10)
+
+
+def test_gigpo_singleton_group():
+    # one episode of 2 decisions, R = 2; its anchor groups are singletons -> step term 0.
+    # cross_steps=False: a group of one -> mean 0, std 1 (verl-agent): 2 / (1 + 1e-6).
+    adv = A.estimate("gigpo", [[0.0, 2.0]], obs_keys=[["a", "b"]], mode="mean_std_norm",
+                     cross_steps=False)
+    check(adv, [[2 / (1 + 1e-6), 2 / (1 + 1e-6)]])
+    # cross_steps=True: the episode counts once per decision, [2, 2] -> mean 2 -> 0.
+    check(A.estimate("gigpo", [[0.0, 2.0]], obs_keys=[["a", "b"]]), [[0.0, 0.0]])
 
 
 def test_gigpo_key_shape_errors():
@@ -175,7 +203,7 @@ def test_gae_value_length_checked():
 
 
 def test_registry_lists_and_rejects():
-    assert set(A.estimator_names()) == {"grow", "grpo_traj", "tgrpo", "gigpo", "ppo"}
+    assert set(A.estimator_names()) == {"grow", "grpo_traj", "tgrpo", "gigpo", "ppo", "ppo_cot"}
     assert A.estimator_params("grow") == {
         "gamma": 0.995,
         "return_type": "outcome",
@@ -185,7 +213,8 @@ def test_registry_lists_and_rejects():
     assert A.estimator_params("gigpo")["obs_keys"] is REQUIRED
     with pytest.raises(
         ValueError,
-        match="unknown advantage estimator 'grwo'; registered: gigpo, grow, grpo_traj, ppo, tgrpo",
+        match="unknown advantage estimator 'grwo'; registered: gigpo, grow, grpo_traj, ppo, "
+        "ppo_cot, tgrpo",
     ):
         A.estimate("grwo", [[1.0]])
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['gama'\]"):
@@ -245,3 +274,13 @@ def test_equal_length_group_as_2d_array():
     # mean .5, std .5 -> +-0.999998000004
     adv = A.estimate("grpo_traj", np.array([[0.0, 1.0], [0.0, 0.0]]))
     check(adv, [[0.999998000004] * 2, [-0.999998000004] * 2])
+
+
+def test_estimate_importable_from_the_package_without_jax():
+    import subprocess
+    import sys
+
+    code = ("import sys; from grow_jax.algo import estimate; "
+            "a = estimate('grow', [[0, 1], [0]]); assert 'jax' not in sys.modules; print(len(a))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "2", out.stderr

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from grow_jax.algo import losses
 from grow_jax.algo.losses import (
     masked_mean,
     policy_loss,
@@ -192,3 +193,19 @@ def test_token_entropy():
     assert np.all(np.isfinite(np.asarray(jax.grad(token_entropy)(x))[:2]))
     # p = (.75, .25): -(.75 log .75 + .25 log .25) = 0.5623351446
     F(token_entropy(jnp.log(jnp.array([0.75, 0.25]))), 0.5623351446)
+
+
+def test_policy_logits_match_sampler_and_keep_the_taken_token():
+    """Temperature + top-k as the sampler draws; a taken token that falls outside the new
+    top-k set keeps its tempered logit (finite logprob) instead of -inf."""
+    logits = jnp.asarray([[3.0, 2.0, 1.0, 0.0, -1.0]])
+    out = losses.policy_logits(logits, temperature=0.5, top_k=2)
+    np.testing.assert_allclose(out[0, :2], [6.0, 4.0])
+    assert np.all(np.isneginf(np.asarray(out[0, 2:])))
+    kept = losses.policy_logits(logits, temperature=0.5, top_k=2, always_keep=jnp.asarray([3]))
+    np.testing.assert_allclose(kept[0, [0, 1, 3]], [6.0, 4.0, 0.0])
+    lp = losses.token_logprobs(kept, jnp.asarray([3]))
+    np.testing.assert_allclose(lp, [0.0 - np.log(np.exp(6.0) + np.exp(4.0) + 1.0)], rtol=1e-6)
+    # top-p 0.5 on probabilities (0.7, 0.2, 0.1): only the first token is kept
+    p = jnp.log(jnp.asarray([[0.7, 0.2, 0.1]]))
+    assert np.isneginf(np.asarray(losses.policy_logits(p, top_p=0.5))[0, 1:]).all()

@@ -14,7 +14,7 @@ from grow_jax.algo import losses
 from grow_jax.data.pipeline import stack_micro_batches
 from grow_jax.data.samples import BatchShape, collate, decision_samples
 from grow_jax.train.optim import _is_vision, make_optimizer
-from grow_jax.train.step import Learner, LossConfig, action_logits
+from grow_jax.train.step import Learner, LossConfig, action_logits, update_grads
 
 from ._synth import make_trajectory, tiny_config, tiny_model
 
@@ -180,3 +180,33 @@ def test_step_donates_the_old_state(learner8):
     new, _ = learner8.step(state, _batch(_samples(8, seed=5)))
     assert all(x.is_deleted() for x in old_leaves)
     assert not any(x.is_deleted() for x in jax.tree.leaves(new))
+
+
+def _grads(learner, batch):
+    """The gradient of the first update of `batch` (leading dims [M, A])."""
+    fn = jax.jit(lambda p, mbs: update_grads(p, mbs, graphdef=learner.graphdef,
+                                             rest=learner.rest, cfg=learner.cfg)[0])
+    return _host(fn(learner._params_template, jax.tree.map(lambda x: x[0], batch)))
+
+
+def test_accumulation_with_unequal_tokens_and_padding_micro_batches_equals_one_batch(learner1):
+    """6 samples of 1-3 action tokens: one batch of 8 (2 padding rows) and 4 micro-batches
+    of 2 (the last all padding) give the same token-mean gradient."""
+    samples = _samples(6, seed=6, action_len=(1, 3))
+    assert len({len(s.target_pos) for s in samples}) > 1
+    big = _batch(samples, 8)
+    acc = _batch(samples + [], 2, accumulation=3)
+    acc = stack_micro_batches(
+        [jax.tree.map(lambda x: x[0, i], acc) for i in range(3)]
+        + [collate([], dataclasses.replace(SHAPE, batch=2), CFG)], 4)
+    assert acc["input_ids"].shape[:3] == (1, 4, 2) and acc["loss_mask"][0, 3].sum() == 0
+    _assert_trees_close(_grads(learner1, big), _grads(learner1, acc), atol=1e-6)
+
+
+def test_partial_last_update_is_weighted_by_its_real_samples(learner1):
+    """4 real samples in an update of 8 rows: half the gradient of the same 4 as a full
+    update (not a full-size token-mean step)."""
+    samples = _samples(4, seed=7)
+    half = _grads(learner1, _batch(samples, 8))
+    full = _grads(learner1, _batch(samples, 4))
+    _assert_trees_close(half, jax.tree.map(lambda g: 0.5 * g, full), atol=1e-6)

@@ -172,6 +172,22 @@ class Qwen2VL(nnx.Module):
         the output layer is the largest matmul of a small model. The last decoder layer then
         also runs its queries, attention output and MLP at those positions only.
         """
+        x, new_cache = self.hidden_states(input_ids, position_ids, attention_mask,
+                                          image_embeds, cache, cache_pos, logits_at)
+        return self.output_logits(x), new_cache
+
+    def output_logits(self, x):
+        """The output layer: final hidden states [B, K, D] -> logits [B, K, V]."""
+        if self.config.text.tie_word_embeddings:
+            logits = self.embed_tokens.attend(x)
+        else:
+            logits = self.lm_head(x)
+        return shard(logits, ("batch", None, "vocab"))
+
+    def hidden_states(self, input_ids, position_ids, attention_mask, image_embeds=None,
+                      cache=None, cache_pos=None, logits_at=None):
+        """`forward` before the output layer: final-normed hidden states [B, T or K, D]
+        (also what a value head reads) and the updated cache."""
         c, t = self.config, self.config.text
         dtype = dtype_of(c.dtype)
         B, T = input_ids.shape
@@ -224,12 +240,7 @@ class Qwen2VL(nnx.Module):
                 new_cache.append(kv)
         if rows is not None and not len(self.layers):
             x = take_rows(x, rows)
-        x = self.norm(x)
-        if t.tie_word_embeddings:
-            logits = self.embed_tokens.attend(x)
-        else:
-            logits = self.lm_head(x)
-        return shard(logits, ("batch", None, "vocab")), new_cache
+        return self.norm(x), new_cache
 
     # ------------------------------------------------------ convenience path
     def __call__(self, input_ids, pixel_values=None, image_grid_thw=None, attention_mask=None):

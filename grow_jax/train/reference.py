@@ -1,0 +1,93 @@
+"""The frozen KL reference (`algo.kl_coef > 0`): the weights RL started from.
+
+Its log-probabilities of the sampled action tokens enter the loss's k3 term
+(`losses.policy_loss(..., ref_logprobs=)`). They are computed once per iteration, before
+the epochs, by one jitted forward per minibatch-sized chunk of the iteration's samples
+(the train step's batch layout and shardings), and stored on each `Sample`.
+
+Memory: one more copy of the parameters (in `model.param_dtype`, sharded like the
+policy's), no optimizer state and no gradients. Resume: the copy is checkpointed once,
+at the start of RL, to WORKDIR/reference (checkpoint rotation never removes it), and a
+resumed run restores it from there, so the reference is the true RL start whatever
+produced it (SFT in the same process, an SFT/import_hf workdir, or random init).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from grow_jax.algo import losses
+from grow_jax.data.pipeline import stack_micro_batches
+from grow_jax.data.samples import BatchShape, Sample, collate
+from grow_jax.train.checkpoint import Checkpointer
+from grow_jax.train.step import Learner, action_logits, batch_shardings
+
+REFERENCE_DIR = "reference"
+
+
+def _ref_logprobs(params, rest, batch, *, graphdef, cfg):
+    """[B, K] logprobs of the targets of a [1, 1, B, ...] batch under `params`, with the
+    rollout policy's settings (temperature, filter, suppressed tokens)."""
+    mb = jax.tree.map(lambda x: x[0, 0], batch)
+    model = nnx.merge(graphdef, params, rest)
+    logits = losses.policy_logits(action_logits(model, mb), temperature=cfg.temperature,
+                                  top_k=cfg.top_k, top_p=cfg.top_p,
+                                  suppress_token_ids=cfg.suppress_token_ids,
+                                  always_keep=mb["targets"])
+    return losses.token_logprobs(logits, mb["targets"])
+
+
+class Reference:
+    """A frozen copy of `params` and the jitted forward that scores samples with it."""
+
+    DIRNAME = REFERENCE_DIR
+
+    def __init__(self, learner: Learner, params):
+        self.learner = learner
+        self.params = jax.tree.map(jnp.copy, params)  # own buffers: the policy's get donated
+        self._fn = jax.jit(functools.partial(_ref_logprobs, graphdef=learner.graphdef,
+                                             cfg=learner.cfg))
+
+    @classmethod
+    def directory(cls, workdir: str) -> str:
+        return os.path.join(workdir, cls.DIRNAME)
+
+    @classmethod
+    def start(cls, learner: Learner, params, workdir: str) -> "Reference":
+        """The reference of a fresh RL run: `params` (the RL start), saved to WORKDIR."""
+        ref = cls(learner, params)
+        with Checkpointer(cls.directory(workdir), max_to_keep=1, async_save=False) as ck:
+            ck.save(0, {"params": nnx.to_pure_dict(ref.params)}, force=True)
+        return ref
+
+    @classmethod
+    def resume(cls, learner: Learner, template, workdir: str) -> "Reference":
+        """The reference saved by `start` in WORKDIR, restored onto `template`'s shardings."""
+        path = cls.directory(workdir)
+        with Checkpointer(path, max_to_keep=1, async_save=False) as ck:
+            if ck.latest_step() is None:
+                raise FileNotFoundError(
+                    f"config error: algo.kl_coef > 0 but {path} holds no reference: this run "
+                    "started with kl_coef = 0; start a new workdir to use a KL reference")
+            pure = ck.restore({"params": nnx.to_pure_dict(template)})["params"]
+        ref = cls(learner, template)
+        nnx.replace_by_pure_dict(ref.params, pure)
+        return ref
+
+    def annotate(self, samples: list[Sample], minibatch: int, model_config,
+                 pad_id: int = 0) -> None:
+        """Sets `ref_logprobs` [K] on every sample, `minibatch` samples per forward."""
+        shape = BatchShape.fit(samples, minibatch)
+        for i in range(0, len(samples), minibatch):
+            chunk = samples[i:i + minibatch]
+            batch = stack_micro_batches([collate(chunk, shape, model_config, pad_id)], 1)
+            batch = jax.device_put(batch, batch_shardings(self.learner.mesh, batch))
+            out = np.asarray(jax.device_get(self._fn(self.params, self.learner.rest, batch)))
+            for s, row in zip(chunk, out):
+                s.ref_logprobs = row[:len(s.target_pos)].astype(np.float32)

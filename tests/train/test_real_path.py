@@ -1,0 +1,66 @@
+"""The real path rollout -> build_samples -> epoch batches -> Learner.step, on BabyAI with the
+tiny model: the first update recomputes exactly the behaviour distribution (ratio 1)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs.tiny_cpu import get_config
+from grow_jax.data.pipeline import epoch_batches
+from grow_jax.data.samples import BatchShape
+from grow_jax.rollout.loop import run_episodes
+from grow_jax.train.rl import build_samples
+from grow_jax.train.trainer import Run, rl_config_view
+
+
+def _config(**agent):
+    c = get_config()
+    c.agent.update(agent)
+    c.env.max_steps = 3
+    c.rl.group_size, c.rl.groups_per_iter = 2, 2
+    c.algo.drop_zero_advantage = False
+    c.logging.tensorboard = c.logging.progress = False
+    c.checkpoint.async_save = False
+    return c
+
+
+def _first_update(tmp_path, config, loss_overrides=None):
+    """One rollout of 4 episodes and one update on all its samples -> the step's metrics."""
+    run = Run(config, str(tmp_path))
+    try:
+        learner = run.learner("policy", rl_config_view(config))
+        if loss_overrides:
+            import dataclasses
+
+            learner.cfg = dataclasses.replace(learner.cfg, **loss_overrides)
+        state = learner.init_state(params=jax.tree.map(jnp.copy, learner._params_template))
+        tasks = run.tasks()
+        pool = run.pool("train", [tasks[0]] * 4)
+        trajs = run_episodes(pool, run.agent, run.sampler(), state.params, seeds=[3, 3, 4, 4],
+                             groups=[0, 0, 1, 1], rng=jax.random.key(0))
+        samples, _ = build_samples(trajs, config.algo, run.mcfg)
+        rng = np.random.default_rng(0)  # random-init episodes all fail: give every sample a
+        for s in samples:  # non-zero advantage so clip_frac can see a ratio outside the clip
+            s.advantages[:] = rng.choice([-1.0, 1.0])
+        shape = BatchShape.fit(samples, len(samples))
+        (batches,) = list(epoch_batches(samples, shape, run.mcfg, epochs=1, pad_id=run.pad_id))
+        assert batches["input_ids"].shape[:2] == (1, 1)  # exactly one update
+        _, m = learner.step(state, batches)
+        return {k: float(v) for k, v in jax.device_get(m).items()}
+    finally:
+        run.close()
+
+
+@pytest.mark.slow
+def test_first_update_ratio_is_one_at_temperature_with_top_k(tmp_path):
+    """T = 0.7 with top-k 5: the train step's logprobs are those the sampler stored."""
+    m = _first_update(tmp_path / "a", _config(temperature=0.7, top_k=5))
+    assert abs(m["ratio_mean"] - 1.0) < 1e-5, m
+    assert m["approx_kl"] < 1e-8, m
+    assert m["clip_frac"] == 0.0, m
+    # The same rollout recomputed without the temperature and filter (the old train step)
+    # is far from ratio 1: the test can fail.
+    bad = _first_update(tmp_path / "b", _config(temperature=0.7, top_k=5),
+                        dict(temperature=1.0, top_k=0))
+    assert bad["approx_kl"] > 1e-3, bad
