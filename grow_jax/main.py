@@ -249,10 +249,12 @@ def main(argv: list[str]) -> None:
         )
     workdir = os.path.abspath(_WORKDIR.value)
     try:  # before config.json is rewritten: a refused workdir is left as it was
-        preflight.check(config, _MODE.value)
+        preflight.check(config, _MODE.value, workdir)
         workdir_guard.check_resume_config(config, workdir, _MODE.value)
     except (preflight.PreflightError, workdir_guard.WorkdirConfigMismatch) as e:
         _die(f"error: {e}")
+    except config_utils.ConfigError as e:
+        _die(str(e))
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config_utils.config_to_json(config) + "\n")

@@ -4,6 +4,7 @@ line naming the key or file and what was expected, and the workdir is left as it
 - mesh: data x fsdp x tensor must use exactly the devices of this run;
 - batches: rl.minibatch_size must split into rl.accumulation micro-batches that divide
   data x fsdp, and sft.batch_size must divide data x fsdp (else a silently replicated batch);
+- model.require_weights: a weight source (checkpoint, rl.init_checkpoint, model.hf_dir);
 - sft.demo_path: an ArrayRecord file of grow_jax decision records (frame, instruction,
   action).
 """
@@ -71,8 +72,21 @@ def check_demo_file(path: str) -> None:
             f"decision records written by grow_jax.data.demos.write_demos): {why}") from None
 
 
-def check(config, mode: str) -> None:
+def check_weights(config, workdir: str | None, mode: str) -> None:
+    """model.require_weights: a weight source must exist before anything is built (the
+    ConfigError of `builders.start_weights`, raised here before the mesh is checked)."""
+    if not config.model.require_weights or mode not in ("train", "sft", "eval"):
+        return
+    from grow_jax.train.builders import start_weights
+
+    ckpts = os.path.join(workdir, "checkpoints") if workdir else ""
+    has = os.path.isdir(ckpts) and any(n.isdigit() for n in os.listdir(ckpts))
+    start_weights(config, has, resume=mode != "sft")
+
+
+def check(config, mode: str, workdir: str | None = None) -> None:
     """All checks that apply to `mode` (train and sft; other modes check their own inputs)."""
+    check_weights(config, workdir, mode)
     if mode not in ("train", "sft"):
         return
     import jax

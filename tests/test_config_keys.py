@@ -56,8 +56,9 @@ def _reads_in(source: str) -> tuple[set[tuple[str, str]], set[str]]:
                 if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple):
                     pairs = list(zip(target.elts, node.value.elts))
                 for t, v in pairs:
-                    if isinstance(t, ast.Name) and isinstance(v, ast.Attribute):
-                        aliases.setdefault(t.id, set()).add(v.attr)
+                    if isinstance(t, ast.Name) and isinstance(v, (ast.Attribute, ast.Name)):
+                        section = _section_of(v, {}) if isinstance(v, ast.Name) else {v.attr}
+                        aliases.setdefault(t.id, set()).update(section)  # e = env_config
         elif isinstance(node, ast.NamedExpr) and isinstance(node.value, ast.Attribute):
             aliases.setdefault(node.target.id, set()).add(node.value.attr)
     reads, attrs = set(), set()
@@ -72,7 +73,12 @@ def _reads_in(source: str) -> tuple[set[tuple[str, str]], set[str]]:
 
 
 def _package_reads():
-    reads, attrs = set(), set()
+    """Static reads of every package file, plus the algo keys the estimators declare in
+    their registration (`config_keys`), which grow_jax.train.rl reads by name."""
+    from grow_jax.algo.advantages import ESTIMATORS
+
+    reads = {("algo", key) for n in ESTIMATORS.names() for key in ESTIMATORS.config_keys(n).values()}
+    attrs = set()
     for dirpath, _, files in os.walk(PACKAGE):
         for name in files:
             if name.endswith(".py"):

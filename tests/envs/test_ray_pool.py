@@ -30,7 +30,7 @@ def session():
 
 @pytest.fixture(scope="module")
 def tasks():
-    return babyai.make_tasks(levels=[LEVEL], seeds=[0, 1, 2, 3], max_steps=4)
+    return babyai.make_tasks(ids=[LEVEL], seeds=[0, 1, 2, 3], max_steps=4)
 
 
 def _kill(actor):
@@ -123,7 +123,7 @@ def test_run_episodes_match_in_process(session, tmp_path):
     c.checkpoint.async_save = False
     run = Run(c, str(tmp_path))
     try:
-        per_env = babyai.make_tasks(levels=[LEVEL], seeds=[0, 1], max_steps=5) * 2
+        per_env = babyai.make_tasks(ids=[LEVEL], seeds=[0, 1], max_steps=5) * 2
         pool = run.pool("train", per_env)  # the env.pool_mode dispatch
         assert isinstance(pool, RayEnvPool) and len(pool.worker_pids) == 2
         params = run.learner("policy", rl_config_view(c)).init_state(seed=0).params
