@@ -74,6 +74,9 @@ def get_config() -> ml_collections.ConfigDict:
     g.gae_lambda = 0.95  # ppo: GAE lambda
     g.value_coef = 0.5  # ppo: value-loss coefficient
     g.cot_lambda = 0.5  # ppo_cot: weight of log p(chain of thought)
+    g.grow_uniform_groups = "normalize"  # grow: uniform-return groups: normalize | skip | scale
+    g.grow_uniform_weight = 1.0  # grow: factor on uniform-return groups' advantages ("scale")
+    g.grow_length_norm = False  # grow: group mean/std weigh episodes equally (1/H_i per decision)
 
     c.rl = r = ml_collections.ConfigDict()
     r.iterations = 240  # RL iterations (rollout + update); the paper runs 240
@@ -88,6 +91,9 @@ def get_config() -> ml_collections.ConfigDict:
     r.freeze_vision = False  # keep the vision tower fixed (RL and SFT)
     r.accumulation = 1  # micro-batches per optimizer step (the minibatch split this many ways)
     r.init_checkpoint = placeholder(str)  # workdir (sft / import_hf) whose params start RL
+    r.target_kl = 0.0  # stop an iteration's remaining epochs once an epoch's approx_kl exceeds it
+    r.schedule = "constant"  # RL learning rate: constant | cosine (to lr * final_lr_ratio)
+    r.final_lr_ratio = 0.1  # cosine floor as a fraction of rl.lr
 
     c.sft = s = ml_collections.ConfigDict()
     s.demo_episodes = 64  # expert (bot) episodes recorded as demonstrations

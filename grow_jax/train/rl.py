@@ -21,7 +21,9 @@ def estimator_kwargs(algo_cfg, name: str) -> dict:
     known = dict(gamma=algo_cfg.gamma, return_type=algo_cfg.return_type,
                  normalize_std=algo_cfg.std_normalize, eps=algo_cfg.adv_eps,
                  alpha1=algo_cfg.tgrpo_alpha_step, alpha2=algo_cfg.tgrpo_alpha_traj,
-                 omega=algo_cfg.gigpo_step_weight)
+                 omega=algo_cfg.gigpo_step_weight, uniform_groups=algo_cfg.grow_uniform_groups,
+                 uniform_weight=algo_cfg.grow_uniform_weight,
+                 length_norm=algo_cfg.grow_length_norm)
     accepted = adv_lib.estimator_params(name)
     return {k: v for k, v in known.items() if k in accepted}
 

@@ -26,15 +26,15 @@ from grow_jax.data.samples import BatchShape, collate, make_sample
 from grow_jax.eval.evaluate import evaluate, write_report
 from grow_jax.rollout.loop import RolloutStats, image_token_count, run_episodes
 from grow_jax.sampling.generate import Sampler, SamplingParams
-from grow_jax.train import builders
+from grow_jax.train import builders, diagnostics
 from grow_jax.train.checkpoint import Checkpointer
 from grow_jax.train.metrics import MetricsWriter, plot_learning_curve, read_metrics
-from grow_jax.train.optim import make_optimizer
+from grow_jax.train.optim import make_optimizer, rl_total_updates
 from grow_jax.train.rl import build_samples
 from grow_jax.train.step import Learner, LossConfig, TrainState
 
 TRAIN_KEYS = ("success_rate", "mean_return", "loss", "kl", "clip_frac", "grad_norm",
-              "samples_per_s", "iter_s")
+              "samples_per_s", "iter_s", "approx_kl", "epochs_done", "action_entropy")
 EVAL_KEYS = ("eval_success_rate", "eval_episodes")
 
 
@@ -161,9 +161,11 @@ def sft_config_view(config):
 
 def rl_config_view(config):
     r = config.rl
-    return _Opt(lr=r.lr, warmup_steps=r.warmup_steps, total_steps=10**9,
-                grad_clip=r.grad_clip, schedule="constant", weight_decay=r.weight_decay,
-                freeze_vision=r.freeze_vision)
+    opt = _Opt(lr=r.lr, warmup_steps=r.warmup_steps, total_steps=rl_total_updates(config),
+               grad_clip=r.grad_clip, schedule=r.schedule, weight_decay=r.weight_decay,
+               freeze_vision=r.freeze_vision)
+    opt.final_lr_ratio = r.final_lr_ratio
+    return opt
 
 
 class _Opt:
@@ -391,23 +393,27 @@ def _train(run: Run):
         t_roll = time.perf_counter() - t0
         samples, sstats = build_samples(trajs, c.algo, run.mcfg)
         t1 = time.perf_counter()
-        metrics = {}
+        updates = diagnostics.UpdateLog(r.target_kl)
         if samples:
             shape = BatchShape.fit(samples, r.minibatch_size)
             for batches in epoch_batches(samples, shape, run.mcfg, epochs=r.epochs,
                                          accumulation=r.accumulation,
                                          seed=hash((c.seed, it)) % 2**31, pad_id=run.pad_id):
                 state, m = learner.step(state, batches)
-                metrics = {k: float(v) for k, v in jax.device_get(m).items()}
+                if updates.add(jax.device_get(m)):  # approx_kl > rl.target_kl: stop epochs
+                    break
+        metrics = updates.summary()
         t_train = time.perf_counter() - t1
         row = dict(phase="train", step=it, env_steps=env_steps,
                    success_rate=float(np.mean([t.success for t in trajs])),
                    mean_return=float(np.mean([t.episode_return for t in trajs])),
                    mean_steps=float(np.mean([t.length for t in trajs])),
                    invalid_rate=float(np.mean([s.invalid for t in trajs for s in t.steps])),
-                   samples=len(samples), samples_per_s=len(samples) * r.epochs / max(t_train, 1e-9),
+                   samples=len(samples),
+                   samples_per_s=len(samples) * updates.epochs_done / max(t_train, 1e-9),
                    rollout_s=t_roll, train_s=t_train, iter_s=time.perf_counter() - t0,
-                   env_steps_per_s=stats.env_steps / max(t_roll, 1e-9), **sstats, **metrics)
+                   env_steps_per_s=stats.env_steps / max(t_roll, 1e-9), **sstats, **metrics,
+                   **diagnostics.rollout_diagnostics(trajs, c.algo))
         run.metrics.write(row, TRAIN_KEYS)
         last = it == r.iterations
         if c.eval.every and it % c.eval.every == 0 and not last:
