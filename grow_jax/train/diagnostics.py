@@ -19,8 +19,9 @@ import numpy as np
 from grow_jax.rollout.types import Trajectory, group_trajectories
 
 
-def rollout_diagnostics(trajs: list[Trajectory], algo_cfg) -> dict:
-    """Entropy estimates and group-outcome statistics of one iteration's rollout."""
+def rollout_diagnostics(trajs: list[Trajectory], algo_cfg, samples=()) -> dict:
+    """Entropy estimates and group-outcome statistics of one iteration's rollout, and the
+    tokens of its training samples (`sample_tokens`: each epoch trains on all of them)."""
     from grow_jax.train.rl import group_advantages
 
     first, every = [], []
@@ -33,6 +34,7 @@ def rollout_diagnostics(trajs: list[Trajectory], algo_cfg) -> dict:
         # entropy (nats) of the first action token (the action word): -E[log p(sampled)]
         action_entropy=float(-np.mean(first)) if first else 0.0,
         token_nll=float(-np.concatenate(every).mean()) if every else 0.0,
+        sample_tokens=int(sum(s.length for s in samples)),
     )
     n_groups = n_fail = n_success = 0
     success_adv, success_first = [], []

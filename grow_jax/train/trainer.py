@@ -413,7 +413,7 @@ def _train(run: Run):
                    samples_per_s=len(samples) * updates.epochs_done / max(t_train, 1e-9),
                    rollout_s=t_roll, train_s=t_train, iter_s=time.perf_counter() - t0,
                    env_steps_per_s=stats.env_steps / max(t_roll, 1e-9), **sstats, **metrics,
-                   **diagnostics.rollout_diagnostics(trajs, c.algo))
+                   **diagnostics.rollout_diagnostics(trajs, c.algo, samples))
         run.metrics.write(row, TRAIN_KEYS)
         last = it == r.iterations
         if c.eval.every and it % c.eval.every == 0 and not last:

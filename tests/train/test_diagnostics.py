@@ -104,6 +104,7 @@ def test_forced_large_update_stops_epochs_and_logs_diagnostics(tmp_path):
 
     stopped = run(str(tmp_path / "kl"), "--config.rl.target_kl=0.001")
     for r in stopped:
+        assert r["sample_tokens"] > r["samples"] > 0
         for k in ("action_entropy", "token_nll", "approx_kl", "approx_kl_max", "epochs_done",
                   "early_stopped", "frac_groups_uniform", "frac_groups_all_fail",
                   "frac_groups_all_success"):
