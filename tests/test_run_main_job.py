@@ -61,3 +61,28 @@ def test_seed_parsing():
     for bad in ("0,x", "1,1", ""):
         with pytest.raises(SystemExit, match="--seeds"):
             mod.parse_seeds(bad)
+
+
+def test_compare_report_from_finished_runs(tmp_path, monkeypatch):
+    """scripts/compare.py's table: mean ± std over seeds, tokens trained per env step."""
+    spec = importlib.util.spec_from_file_location(
+        "compare", os.path.join(ROOT, "scripts", "compare.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(mod, "ROOT", str(tmp_path))
+    os.makedirs(tmp_path / "docs")
+    for m, ends in (("grow_g0.995", (0.6, 0.8)), ("tgrpo", (0.3, 0.5))):
+        for s, end in enumerate(ends):
+            wd = str(tmp_path / m / f"seed{s}")
+            _fake_seed(wd, [(0, 0.2), (2, end)])
+            with open(os.path.join(wd, "metrics.jsonl"), "a") as f:
+                f.write(json.dumps(dict(phase="train", step=2, env_steps=200, sample_tokens=50,
+                                        epochs_done=4)) + "\n")
+            t = json.load(open(os.path.join(wd, "timing.json")))
+            t["peak_rss_mib"] = 100.0
+            json.dump(t, open(os.path.join(wd, "timing.json"), "w"))
+    text = mod.report(str(tmp_path), ["grow_g0.995", "tgrpo"], [0, 1], "python x")
+    assert "| grow_g0.995 | 20.0 ± 0.0 | 70.0 ± 14.1 | 70.0 ± 14.1 | 50.0 ± 14.1 | 200 | 1.0 |" \
+        in text
+    assert "| tgrpo | 20.0 ± 0.0 | 40.0 ± 14.1 |" in text
+    assert os.path.exists(tmp_path / "docs" / "results_curves.png")
