@@ -11,6 +11,12 @@ Choices (measured with scripts/run_main_job.py; README has the figures):
   (invalid actions rose from 1% to 20% in 15 iterations).
 - A deliberately short SFT (few demonstrations, few steps) so the start still explores: a
   same-seed group then holds successes and failures, which is GROW's learning signal.
+- Stability over seeds (docs/stability.md): all-success groups get no advantage
+  (`algo.grow_uniform_groups="skip"`: with the paper's std normalization their small
+  discount and length differences become full-size pushes), an epoch stops the
+  iteration's updates once its approx_kl exceeds `rl.target_kl`, and the learning rate
+  decays (cosine) so late updates on a sharp policy are small. 40 iterations, so the
+  five-seed table of scripts/run_main_job.py fits a 2-core session.
 """
 
 from grow_jax.config_utils import base_config
