@@ -48,6 +48,7 @@ def get_config():
     g.clip_high = 0.2
     g.entropy_coef = 0.0  # a bonus over the full vocabulary spreads mass onto non-actions
     g.drop_zero_advantage = True
+    g.action_tokens_only = True  # else failures push mass onto non-action tokens
     g.grow_uniform_groups = "skip"  # all-success groups: no full-size push on discount noise
     r = c.rl
     r.iterations = 40

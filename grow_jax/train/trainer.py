@@ -27,6 +27,7 @@ from grow_jax.eval.evaluate import evaluate, write_report
 from grow_jax.rollout.loop import RolloutStats, image_token_count, run_episodes
 from grow_jax.sampling.generate import Sampler, SamplingParams
 from grow_jax.train import builders, diagnostics
+from grow_jax.train.action_mask import non_action_ids
 from grow_jax.train.checkpoint import Checkpointer
 from grow_jax.train.metrics import MetricsWriter, plot_learning_curve, read_metrics
 from grow_jax.train.optim import make_optimizer, rl_total_updates
@@ -55,6 +56,8 @@ class Run:
         m = self.mcfg  # vision placeholders: a sampled one would be read as an image slot
         self.suppressed = (m.image_token_id, m.video_token_id, m.vision_start_token_id,
                            m.vision_end_token_id)
+        if config.algo.action_tokens_only:  # invalid-action masking (train/action_mask.py)
+            self.suppressed = non_action_ids(self.agent, m.text.vocab_size, self.suppressed)
         self.ckpt = Checkpointer(os.path.join(workdir, "checkpoints"),
                                  max_to_keep=config.checkpoint.keep,
                                  async_save=config.checkpoint.async_save)
