@@ -95,7 +95,9 @@ def test_forced_large_update_stops_epochs_and_logs_diagnostics(tmp_path):
         cmd = [sys.executable, "-m", "grow_jax.main", f"--workdir={wd}", *MINI,
                "--config.rl.iterations=2", "--config.eval.every=0", "--config.eval.videos=0",
                "--config.rl.epochs=4", "--config.rl.lr=0.5", "--config.rl.minibatch_size=4",
-               "--config.algo.drop_zero_advantage=False", *extra]
+               "--config.algo.drop_zero_advantage=False",
+               # 16 episodes of up to 16 decisions over the 7 action words: some succeed
+               "--config.env.max_steps=16", "--config.rl.groups_per_iter=4", *extra]
         out = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True,
                              timeout=600)
         assert out.returncode == 0, out.stderr[-3000:]
@@ -109,6 +111,7 @@ def test_forced_large_update_stops_epochs_and_logs_diagnostics(tmp_path):
                   "early_stopped", "frac_groups_uniform", "frac_groups_all_fail",
                   "frac_groups_all_success"):
             assert k in r, k
+    assert any(r["approx_kl_max"] > 0 for r in stopped), "no learning signal in this rollout"
     assert any(r["early_stopped"] and r["epochs_done"] < 4 for r in stopped)
     assert all(r["approx_kl_max"] > 0.001 for r in stopped if r["early_stopped"])
     free = run(str(tmp_path / "free"))
