@@ -47,7 +47,7 @@ def test_report_table_and_bars(tmp_path, monkeypatch):
     assert "| 1 | 20.0% | 50.0% | 90.0% | **+30.0** | 0.56 |" in block
     assert "+45.0 ± 21.2 points" in block and "range +30.0 to +60.0" in block
     assert "lowest end/best 0.56 | no |" in block  # seed 1 fell from its best
-    assert "idle estimate 12.5 min" in block and "| no |" in block  # 1500 s / 2 cores
+    assert "CPU time 25.0 min" in block and "| no |" in block  # 1500 s of CPU
     assert os.path.exists(tmp_path / "docs" / "tiny_cpu_learning_curve.png")
     (tmp_path / "README.md").write_text("a\n<!-- main-job:start -->\nold\n<!-- main-job:end -->\nb\n")
     mod.write_readme(block)
