@@ -134,7 +134,7 @@ def plot(per_seed: dict[int, dict], out: str) -> None:
     ax.set_ylabel("held-out success (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=7)
+    ax.legend(loc="upper left", fontsize=7, ncol=2)
     ax.set_title(f"main job, {len(per_seed)} seeds")
     fig.tight_layout()
     fig.savefig(out)
