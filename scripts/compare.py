@@ -88,8 +88,9 @@ def run(root, config, methods, seeds, iterations, extra, parallel):
                 continue  # done in an earlier call
             if os.path.exists(os.path.join(wd, "checkpoints")):
                 raise SystemExit(f"{wd} holds an unfinished run; remove it first")
+            start = os.path.join(root, f"sft_seed{s}")
             jobs.append((wd, py + [f"--workdir={wd}", f"--config.seed={s}",
-                                   f"--config.rl.init_checkpoint={os.path.join(root, f'sft_seed{s}')}",
+                                   f"--config.rl.init_checkpoint={start}",
                                    f"--config.rl.iterations={iterations}", *METHODS[m], *extra]))
     _run_all(jobs, parallel)
 

@@ -148,12 +148,15 @@ def report(root: str, seeds: list[int], argv: str) -> str:
     gains = np.array([p["gain"] for p in per.values()])
     walls = np.array([p["timing"]["wall_s"] / 60 for p in per.values()])
     idle = np.array([p["timing"]["cpu_s"] / 60 for p in per.values()])
+    load_mean = np.mean([p["timing"]["load_avg_mean"] for p in per.values()])
+    load_max = max(p["timing"]["load_avg_max"] for p in per.values())
+    std = gains.std(ddof=1) if len(gains) > 1 else 0.0
     lines = [
         f"Measured by `{argv}` on {t['cpus']} CPUs ({t['cpu_model']}), "
         f"{t['parallel']} run(s) at a time, on a machine shared with other work (1-min load "
-        f"average during the runs: mean {np.mean([p['timing']['load_avg_mean'] for p in per.values()]):.1f}, "
-        f"max {max(p['timing']['load_avg_max'] for p in per.values()):.1f}). Seed N runs "
-        f"`{' '.join(first['timing']['command'].split()[:3])} --workdir=... --config.seed=N`.",
+        f"average during the runs: mean {load_mean:.1f}, max {load_max:.1f}). Seed "
+        f"{seeds[0]} ran `{first['timing']['command'].replace(ROOT + os.sep, '')}`, the "
+        "others the same with their seed.",
         "",
         f"Setup: {', '.join(cfg['env']['tasks'])} (cap {cfg['env']['max_steps']} decisions); "
         f"SFT on {cfg['sft']['demo_episodes']} bot episodes for {cfg['sft']['steps']} steps; "
@@ -179,8 +182,8 @@ def report(root: str, seeds: list[int], argv: str) -> str:
     se = 100 * math.sqrt(2 * 0.25 / first["episodes"])
     lines += [
         "",
-        f"Gain over {len(seeds)} seeds: **{gains.mean():+.1f} ± {gains.std(ddof=1) if len(gains) > 1 else 0:.1f} "
-        f"points** (mean ± std), range {gains.min():+.1f} to {gains.max():+.1f}; one seed's "
+        f"Gain over {len(seeds)} seeds: **{gains.mean():+.1f} ± {std:.1f} points** (mean ± "
+        f"std), range {gains.min():+.1f} to {gains.max():+.1f}; one seed's "
         f"gain has a sampling error of at most ± {2 * se:.1f} points (2 standard errors, "
         f"{first['episodes']} episodes per evaluation).",
         f"Wall time per run: {walls.mean():.1f} min on average (max {walls.max():.1f}) as "

@@ -49,7 +49,8 @@ def test_report_table_and_bars(tmp_path, monkeypatch):
     assert "lowest end/best 0.56 | no |" in block  # seed 1 fell from its best
     assert "CPU time 25.0 min" in block and "| no |" in block  # 1500 s of CPU
     assert os.path.exists(tmp_path / "docs" / "tiny_cpu_learning_curve.png")
-    (tmp_path / "README.md").write_text("a\n<!-- main-job:start -->\nold\n<!-- main-job:end -->\nb\n")
+    (tmp_path / "README.md").write_text(
+        "a\n<!-- main-job:start -->\nold\n<!-- main-job:end -->\nb\n")
     mod.write_readme(block)
     text = (tmp_path / "README.md").read_text()
     assert "old" not in text and text.startswith("a\n") and text.endswith("b\n")
@@ -82,7 +83,7 @@ def test_compare_report_from_finished_runs(tmp_path, monkeypatch):
             t["peak_rss_mib"] = 100.0
             json.dump(t, open(os.path.join(wd, "timing.json"), "w"))
     text = mod.report(str(tmp_path), ["grow_g0.995", "tgrpo"], [0, 1], "python x")
-    assert "| grow_g0.995 | 20.0 ± 0.0 | 70.0 ± 14.1 | 70.0 ± 14.1 | 50.0 ± 14.1 | 200 | 1.0 |" \
-        in text
+    row = "| grow_g0.995 | 20.0 ± 0.0 | 70.0 ± 14.1 | 70.0 ± 14.1 | 50.0 ± 14.1 | 200 | 1.0 |"
+    assert row in text
     assert "| tgrpo | 20.0 ± 0.0 | 40.0 ± 14.1 |" in text
     assert os.path.exists(tmp_path / "docs" / "results_curves.png")
