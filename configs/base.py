@@ -78,6 +78,7 @@ def get_config() -> ml_collections.ConfigDict:
     g.grow_uniform_weight = 1.0  # grow: factor on uniform-return groups' advantages ("scale")
     g.grow_length_norm = False  # grow: group mean/std weigh episodes equally (1/H_i per decision)
     g.action_tokens_only = False  # sample/train only action words + stop token (action masking)
+    g.train_stop_token = True  # train the stop token after an action word (False: context only)
 
     c.rl = r = ml_collections.ConfigDict()
     r.iterations = 240  # RL iterations (rollout + update); the paper runs 240

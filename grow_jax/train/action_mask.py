@@ -11,6 +11,8 @@ describe the same distribution, as the vision placeholders already are masked in
 
 from __future__ import annotations
 
+import numpy as np
+
 
 def non_action_ids(agent, vocab_size: int, already: tuple[int, ...] = ()) -> tuple[int, ...]:
     """Every token id below `vocab_size` except the agent's action words and stop tokens,
@@ -21,3 +23,22 @@ def non_action_ids(agent, vocab_size: int, already: tuple[int, ...] = ()) -> tup
                          f"single words (babyai, crafter); {type(agent.codec).__name__} is not")
     allowed = {t for a in range(len(names)) for t in agent.encode(a)} | set(agent.stop_ids)
     return tuple(sorted(set(already) | (set(range(vocab_size)) - allowed)))
+
+
+def drop_stop_targets(samples, stop_ids) -> list:
+    """Samples without the stop token as a trained target after the first action token
+    (`algo.train_stop_token=False`).
+
+    The stop token after an action word is format, not a decision, and its probability is
+    ~1: a failed episode's negative advantage pushes on it with tiny gradients that Adam
+    scales up to full-size steps, until the policy stops closing its turn and every action
+    parses as invalid. A stop token sampled *first* (an empty action) stays trained.
+    """
+    stop = np.asarray(stop_ids)
+    for s in samples:
+        keep = ~np.isin(s.input_ids[s.target_pos + 1], stop)
+        keep[0] = True
+        if not keep.all():
+            s.target_pos, s.old_logprobs, s.advantages = (
+                s.target_pos[keep], s.old_logprobs[keep], s.advantages[keep])
+    return samples

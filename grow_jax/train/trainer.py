@@ -27,7 +27,7 @@ from grow_jax.eval.evaluate import evaluate, write_report
 from grow_jax.rollout.loop import RolloutStats, image_token_count, run_episodes
 from grow_jax.sampling.generate import Sampler, SamplingParams
 from grow_jax.train import builders, diagnostics
-from grow_jax.train.action_mask import non_action_ids
+from grow_jax.train.action_mask import drop_stop_targets, non_action_ids
 from grow_jax.train.checkpoint import Checkpointer
 from grow_jax.train.metrics import MetricsWriter, plot_learning_curve, read_metrics
 from grow_jax.train.optim import make_optimizer, rl_total_updates
@@ -395,6 +395,8 @@ def _train(run: Run):
         env_steps += stats.env_steps
         t_roll = time.perf_counter() - t0
         samples, sstats = build_samples(trajs, c.algo, run.mcfg)
+        if not c.algo.train_stop_token:
+            samples = drop_stop_targets(samples, run.agent.stop_ids)
         t1 = time.perf_counter()
         updates = diagnostics.UpdateLog(r.target_kl)
         if samples:
