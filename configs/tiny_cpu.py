@@ -50,7 +50,6 @@ def get_config():
     g.entropy_coef = 0.0  # a bonus over the full vocabulary spreads mass onto non-actions
     g.drop_zero_advantage = True
     g.action_tokens_only = True  # else failures push mass onto non-action tokens
-    g.train_stop_token = False  # else Adam-amplified pushes on p(<|im_end|>)~1 break the format
     g.grow_uniform_groups = "skip"  # all-success groups: no full-size push on discount noise
     r = c.rl
     r.iterations = 30
