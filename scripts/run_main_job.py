@@ -189,7 +189,7 @@ def report(root: str, seeds: list[int], argv: str) -> str:
         f"Wall time per run: {walls.mean():.1f} min on average (max {walls.max():.1f}) as "
         f"measured under that load. CPU time per run: {idle.mean():.1f} min (max "
         f"{idle.max():.1f}). An idle machine that keeps at least one core busy needs no more "
-        f"than that, and no less than a {t['cpus']}-th of it.",
+        f"than that, and no less than 1/{t['cpus']} of it.",
         "",
         "| acceptance bar | measured | |",
         "|---|---|---|",
