@@ -94,6 +94,11 @@ def get_config() -> ml_collections.ConfigDict:
     g.care_coef = 0.0  # grow: GRPO-CARE consistency bonus lambda (x return); 0 disables
     g.care_ema_decay = 0.995  # grow + CARE: decay of the EMA reference that scores episodes
     g.care_ema_every = 1  # grow + CARE: iterations between EMA reference updates
+    g.grow_uniform_groups = "normalize"  # grow: uniform-return groups: normalize | skip | scale
+    g.grow_uniform_weight = 1.0  # grow: factor on uniform-return groups' advantages ("scale")
+    g.grow_length_norm = False  # grow: group mean/std weigh episodes equally (1/H_i per decision)
+    g.action_tokens_only = False  # sample/train only action words + stop token (action masking)
+    g.train_stop_token = True  # train the stop token after an action word (False: context only)
 
     c.rl = r = ml_collections.ConfigDict()
     r.iterations = 240  # RL iterations (rollout + update); the paper runs 240
@@ -109,6 +114,9 @@ def get_config() -> ml_collections.ConfigDict:
     r.accumulation = 1  # micro-batches per optimizer step (the minibatch split this many ways)
     r.init_checkpoint = placeholder(str)  # workdir (sft / import_hf) whose params start RL
     r.max_skipped_updates = 20  # stop after N updates in a row skipped for NaN/inf; 0: never
+    r.target_kl = 0.0  # stop an iteration's remaining epochs once an epoch's approx_kl exceeds it
+    r.schedule = "constant"  # RL learning rate: constant | cosine (to lr * final_lr_ratio)
+    r.final_lr_ratio = 0.1  # cosine floor as a fraction of rl.lr
 
     c.sft = s = ml_collections.ConfigDict()
     s.demo_episodes = 64  # expert (bot) episodes recorded as demonstrations

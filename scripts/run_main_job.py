@@ -1,11 +1,20 @@
-"""Runs the README's main job (or reads a finished run) and writes its figures into README.md.
+"""Runs the README's main job on several seeds (or reads finished runs) and writes the
+figures into README.md.
 
-    python scripts/run_main_job.py --workdir runs/tiny_cpu            # run, then report
-    python scripts/run_main_job.py --workdir runs/tiny_cpu --report-only
+    python scripts/run_main_job.py --seeds 0,1,2,3,4               # one seed after another
+    python scripts/run_main_job.py --seeds 0,1,2,3,4 --parallel 2  # two at a time
+    python scripts/run_main_job.py --seeds 0,1,2,3,4 --report-only
 
-The block between `<!-- main-job:start -->` and `<!-- main-job:end -->` in README.md is
-regenerated from WORKDIR/metrics.jsonl and WORKDIR/timing.json; the learning curve is
-copied to docs/tiny_cpu_learning_curve.png. No number in that block is typed by hand.
+Seed N runs `python -m grow_jax.main --config=CONFIG --workdir=WORKDIR/seedN
+--config.seed=N` (the default README command with another seed). The block between
+`<!-- main-job:start -->` and `<!-- main-job:end -->` in README.md is regenerated from each
+WORKDIR/seedN/metrics.jsonl and timing.json; the learning curves of all seeds (mean ± std)
+go to docs/tiny_cpu_learning_curve.png. No number in that block is typed by hand.
+
+The machine is shared, so every run records its 1-min load average (sampled every 5 s)
+and its CPU time (user + sys of the run). On an idle machine, a run that keeps at least one
+core busy takes no longer than its CPU time, and no less than CPU time / cores. The table
+gives the CPU time as the idle-machine estimate, beside the wall time measured under load.
 """
 
 from __future__ import annotations
@@ -15,64 +24,188 @@ import json
 import math
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
 
+import numpy as np
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START, END = "<!-- main-job:start -->", "<!-- main-job:end -->"
+PLOT = os.path.join("docs", "tiny_cpu_learning_curve.png")
+# The acceptance bars of the main job (issue 9).
+MIN_GAIN, MIN_MEAN_GAIN, MIN_END_OVER_BEST, MAX_WALL_MIN = 20.0, 40.0, 0.9, 10.0
 
 
-def run(workdir: str, config: str, extra: list[str]) -> None:
-    cmd = [sys.executable, "-m", "grow_jax.main", f"--config={config}", f"--workdir={workdir}",
-           *extra]
-    t0 = time.time()
-    subprocess.run(cmd, cwd=ROOT, check=True)
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "timing.json"), "w") as f:
-        json.dump(dict(wall_s=time.time() - t0, command=" ".join(cmd[1:]),
-                       cpus=os.cpu_count(), load_avg_end=os.getloadavg()[0],
-                       machine=platform.machine()), f)
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
-def report(workdir: str) -> str:
-    rows = [json.loads(x) for x in open(os.path.join(workdir, "metrics.jsonl"))]
+def seed_command(workdir: str, config: str, seed: int, extra: list[str]) -> list[str]:
+    return [sys.executable, "-m", "grow_jax.main", f"--config={config}", f"--workdir={workdir}",
+            f"--config.seed={seed}", *extra]
+
+
+def run_seeds(root: str, config: str, seeds: list[int], extra: list[str], parallel: int):
+    """Runs every seed (at most `parallel` at once); writes WORKDIR/seedN/timing.json."""
+    todo = list(seeds)
+    live: dict[int, tuple] = {}  # pid -> (seed, workdir, cmd, t0, load samples, log file)
+    failed = []
+    while todo or live:
+        while todo and len(live) < parallel:
+            seed = todo.pop(0)
+            wd = os.path.join(root, f"seed{seed}")
+            if os.path.exists(os.path.join(wd, "checkpoints")):
+                raise SystemExit(f"{wd} already holds a run; pick a new --workdir")
+            os.makedirs(wd, exist_ok=True)
+            cmd = seed_command(wd, config, seed, extra)
+            log = open(os.path.join(wd, "stdout.log"), "w")
+            p = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            live[p.pid] = (seed, wd, cmd, time.time(), [os.getloadavg()[0]], log)
+            print(f"[main-job] seed {seed} started: {' '.join(cmd[1:])}", flush=True)
+        time.sleep(5)
+        for pid in list(live):
+            seed, wd, cmd, t0, loads, log = live[pid]
+            loads.append(os.getloadavg()[0])
+            done, status, usage = os.wait4(pid, os.WNOHANG)
+            if done == 0:
+                continue
+            log.close()
+            del live[pid]
+            rc = os.waitstatus_to_exitcode(status)
+            if rc != 0:
+                failed.append(seed)
+                print(f"[main-job] seed {seed} failed (exit {rc}); see {wd}/stdout.log",
+                      flush=True)
+                continue
+            with open(os.path.join(wd, "timing.json"), "w") as f:
+                json.dump(dict(wall_s=time.time() - t0, cpu_s=usage.ru_utime + usage.ru_stime,
+                               command=" ".join(["python", *cmd[1:]]), cpus=os.cpu_count(),
+                               cpu_model=cpu_model(), load_avg_mean=float(np.mean(loads)),
+                               load_avg_max=float(np.max(loads)), parallel=parallel), f)
+            print(f"[main-job] seed {seed} done in {(time.time() - t0) / 60:.1f} min", flush=True)
+    if failed:
+        raise SystemExit(f"seeds {failed} failed")
+
+
+def seed_summary(wd: str) -> dict:
+    rows = [json.loads(x) for x in open(os.path.join(wd, "metrics.jsonl")) if x.strip()]
     evals = [r for r in rows if r.get("phase") == "eval"]
     if len(evals) < 2:
-        raise SystemExit(f"{workdir}: needs the start and final evaluation rows")
-    start, final = evals[0], evals[-1]
-    timing = json.load(open(os.path.join(workdir, "timing.json")))
-    cfg = json.load(open(os.path.join(workdir, "config.json")))
-    n = final["eval_episodes"]
-    gain = 100 * (final["eval_success_rate"] - start["eval_success_rate"])
-    se = 100 * math.sqrt(sum(p * (1 - p) / n for p in (start["eval_success_rate"],
-                                                          final["eval_success_rate"])))
+        raise SystemExit(f"{wd}: needs the start and final evaluation rows")
+    timing = json.load(open(os.path.join(wd, "timing.json")))
+    rates = [100 * r["eval_success_rate"] for r in evals]
     train = [r for r in rows if r.get("phase") == "train"]
-    sft = [r for r in rows if r.get("phase") == "sft"]
+    return dict(start=rates[0], end=rates[-1], best=max(rates), gain=rates[-1] - rates[0],
+                curve=[(r.get("env_steps", 0), r["step"], 100 * r["eval_success_rate"])
+                       for r in evals],
+                episodes=evals[-1]["eval_episodes"], timing=timing,
+                env_steps=train[-1]["env_steps"] if train else 0, iterations=len(train),
+                early_stops=sum(bool(r.get("early_stopped")) for r in train),
+                config=json.load(open(os.path.join(wd, "config.json"))))
+
+
+def plot(per_seed: dict[int, dict], out: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for seed, s in per_seed.items():
+        it = [c[1] for c in s["curve"]]
+        ax.plot(it, [c[2] for c in s["curve"]], "o-", lw=1, ms=3, alpha=0.6,
+                label=f"seed {seed}")
+    iters = sorted(set.intersection(*[{c[1] for c in s["curve"]} for s in per_seed.values()]))
+    if iters:
+        ys = np.array([[dict((c[1], c[2]) for c in s["curve"])[i] for i in iters]
+                       for s in per_seed.values()])
+        mean, std = ys.mean(0), ys.std(0)
+        ax.plot(iters, mean, "k-", lw=2, label="mean")
+        ax.fill_between(iters, mean - std, mean + std, color="k", alpha=0.15, label="± std")
+    ax.set_xlabel("RL iteration")
+    ax.set_ylabel("held-out success (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=7, ncol=2)
+    ax.set_title(f"main job, {len(per_seed)} seeds")
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def report(root: str, seeds: list[int], argv: str) -> str:
+    per = {s: seed_summary(os.path.join(root, f"seed{s}")) for s in seeds}
+    first = per[seeds[0]]
+    cfg, t = first["config"], first["timing"]
+    gains = np.array([p["gain"] for p in per.values()])
+    walls = np.array([p["timing"]["wall_s"] / 60 for p in per.values()])
+    idle = np.array([p["timing"]["cpu_s"] / 60 for p in per.values()])
+    load_mean = np.mean([p["timing"]["load_avg_mean"] for p in per.values()])
+    load_max = max(p["timing"]["load_avg_max"] for p in per.values())
+    std = gains.std(ddof=1) if len(gains) > 1 else 0.0
     lines = [
-        f"Measured by `python scripts/run_main_job.py --workdir {os.path.relpath(workdir, ROOT)}` "
-        f"({timing['cpus']} CPUs, {timing['machine']}, 1-min load average at the end "
-        f"{timing['load_avg_end']:.1f}):",
+        f"Measured by `{argv}` on {t['cpus']} CPUs ({t['cpu_model']}), "
+        f"{t['parallel']} run(s) at a time, on a machine shared with other work (1-min load "
+        f"average during the runs: mean {load_mean:.1f}, max {load_max:.1f}). Seed "
+        f"{seeds[0]} ran `{first['timing']['command'].replace(ROOT + os.sep, '')}`, the "
+        "others the same with their seed.",
         "",
-        "| | |",
-        "|---|---|",
-        f"| levels | {', '.join(cfg['env']['tasks'])} (cap {cfg['env']['max_steps']} decisions) |",
-        f"| SFT warm start | {cfg['sft']['demo_episodes']} bot episodes, {len(sft) and sft[-1]['step']} steps |",
-        f"| GROW RL | {len(train)} iterations x {cfg['rl']['groups_per_iter']} groups x "
-        f"G={cfg['rl']['group_size']} episodes, {train[-1]['env_steps'] if train else 0} env steps |",
-        f"| evaluation | {n} held-out episodes (seeds from {cfg['eval']['seed_offset']}), "
-        f"{'greedy' if cfg['eval']['greedy'] else 'sampled'} actions |",
-        f"| success, SFT start | **{100 * start['eval_success_rate']:.1f}%** |",
-        f"| success, after GROW | **{100 * final['eval_success_rate']:.1f}%** |",
-        f"| gain | **{gain:+.1f} points** (± {2 * se:.1f} at 2 standard errors) |",
-        f"| wall time, whole command | {timing['wall_s'] / 60:.1f} min |",
+        f"Setup: {', '.join(cfg['env']['tasks'])} (cap {cfg['env']['max_steps']} decisions); "
+        f"SFT on {cfg['sft']['demo_episodes']} bot episodes for {cfg['sft']['steps']} steps; "
+        f"GROW RL {first['iterations']} iterations x {cfg['rl']['groups_per_iter']} groups x "
+        f"G={cfg['rl']['group_size']} episodes ({first['env_steps']} env steps for seed "
+        f"{seeds[0]}); evaluation on {first['episodes']} held-out episodes (seeds from "
+        f"{cfg['eval']['seed_offset']}), {'greedy' if cfg['eval']['greedy'] else 'sampled'} "
+        "actions, every "
+        f"{cfg['eval']['every']} iterations.",
         "",
-        "![learning curve](docs/tiny_cpu_learning_curve.png)",
+        "| seed | SFT start | end | best | gain | end / best | KL early stops | wall (min) "
+        "| CPU time (min) | mean load |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    png = os.path.join(workdir, "learning_curve.png")
-    if os.path.exists(png):
-        shutil.copy(png, os.path.join(ROOT, "docs", "tiny_cpu_learning_curve.png"))
+    for s, p in per.items():
+        tm = p["timing"]
+        lines.append(
+            f"| {s} | {p['start']:.1f}% | {p['end']:.1f}% | {p['best']:.1f}% | "
+            f"**{p['gain']:+.1f}** | {p['end'] / max(p['best'], 1e-9):.2f} | "
+            f"{p['early_stops']}/{p['iterations']} | {tm['wall_s'] / 60:.1f} | "
+            f"{tm['cpu_s'] / 60:.1f} | {tm['load_avg_mean']:.1f} |")
+    ratio = min(p["end"] / max(p["best"], 1e-9) for p in per.values())
+    se = 100 * math.sqrt(2 * 0.25 / first["episodes"])
+    lines += [
+        "",
+        f"Gain over {len(seeds)} seeds: **{gains.mean():+.1f} ± {std:.1f} points** (mean ± "
+        f"std), range {gains.min():+.1f} to {gains.max():+.1f}; one seed's "
+        f"gain has a sampling error of at most ± {2 * se:.1f} points (2 standard errors, "
+        f"{first['episodes']} episodes per evaluation).",
+        f"Wall time per run: {walls.mean():.1f} min on average (max {walls.max():.1f}) as "
+        f"measured under that load. CPU time per run: {idle.mean():.1f} min (max "
+        f"{idle.max():.1f}). An idle machine that keeps at least one core busy needs no more "
+        f"than that, and no less than 1/{t['cpus']} of it.",
+        "",
+        "| acceptance bar | measured | |",
+        "|---|---|---|",
+        f"| every seed gains >= +{MIN_GAIN:.0f} points | lowest {gains.min():+.1f} | "
+        f"{'yes' if gains.min() >= MIN_GAIN else 'no'} |",
+        f"| mean gain >= +{MIN_MEAN_GAIN:.0f} points | {gains.mean():+.1f} | "
+        f"{'yes' if gains.mean() >= MIN_MEAN_GAIN else 'no'} |",
+        f"| no seed ends below {MIN_END_OVER_BEST:.0%} of its best evaluation | lowest end/best "
+        f"{ratio:.2f} | {'yes' if ratio >= MIN_END_OVER_BEST else 'no'} |",
+        f"| <= {MAX_WALL_MIN:.0f} min per run on {t['cpus']} idle cores | CPU time "
+        f"{idle.max():.1f} min (wall {walls.max():.1f} min under load) | "
+        f"{'yes' if idle.max() <= MAX_WALL_MIN else 'no'} |",
+        "",
+        f"![learning curves of every seed]({PLOT})",
+    ]
+    plot(per, os.path.join(ROOT, PLOT))
     return "\n".join(lines)
 
 
@@ -87,20 +220,43 @@ def write_readme(block: str) -> None:
         f.write(f"{head}{START}\n{block}\n{END}{tail}")
 
 
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SystemExit(f"--seeds: expected comma-separated integers, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise SystemExit(f"--seeds: expected distinct seeds, got {text!r}")
+    return seeds
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workdir", default=os.path.join(ROOT, "runs", "tiny_cpu"))
+    ap.add_argument("--workdir", default=os.path.join("runs", "main_job"),
+                    help="root folder; seed N runs in WORKDIR/seedN")
     ap.add_argument("--config", default="configs/tiny_cpu.py")
+    ap.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds")
+    ap.add_argument("--parallel", type=int, default=1, help="runs at a time")
     ap.add_argument("--report-only", action="store_true")
-    ap.add_argument("extra", nargs="*", help="extra flags for grow_jax.main")
+    ap.add_argument("--no-readme", action="store_true", help="print the block only")
+    ap.add_argument("extra", nargs="*", help="extra flags for grow_jax.main (after --)")
     args = ap.parse_args()
-    workdir = os.path.abspath(args.workdir)
+    seeds = parse_seeds(args.seeds)
+    if args.parallel < 1:
+        raise SystemExit(f"--parallel must be >= 1, got {args.parallel}")
+    root = os.path.abspath(args.workdir)
     if not args.report_only:
-        if os.path.exists(os.path.join(workdir, "checkpoints")):
-            raise SystemExit(f"{workdir} already holds a run; pick a new --workdir")
-        run(workdir, args.config, args.extra)
-    block = report(workdir)
-    write_readme(block)
+        run_seeds(root, args.config, seeds, args.extra, args.parallel)
+    argv = " ".join(["python scripts/run_main_job.py", f"--seeds {args.seeds}",
+                     *([f"--parallel {args.parallel}"] if args.parallel > 1 else []),
+                     *([f"--workdir {args.workdir}"] if args.workdir != os.path.join(
+                         "runs", "main_job") else []),
+                     *([f"--config {args.config}"] if args.config != "configs/tiny_cpu.py"
+                       else []),
+                     *(["--", *args.extra] if args.extra else [])])
+    block = report(root, seeds, argv)
+    if not args.no_readme:
+        write_readme(block)
     print(block)
 
 

@@ -122,9 +122,13 @@ def _trajectory_advantage(rewards: Group, normalize_std: bool, eps: float) -> Gr
 
 
 _NORM_KEYS = {"normalize_std": "std_normalize", "eps": "adv_eps"}
+GROW_UNIFORM = ("normalize", "skip", "scale")
 
 
-@register("grow", config_keys={"gamma": "gamma", "return_type": "return_type", **_NORM_KEYS})
+@register("grow", config_keys={"gamma": "gamma", "return_type": "return_type",
+                               "uniform_groups": "grow_uniform_groups",
+                               "uniform_weight": "grow_uniform_weight",
+                               "length_norm": "grow_length_norm", **_NORM_KEYS})
 def grow(
     rewards: Group,
     *,
@@ -132,12 +136,24 @@ def grow(
     return_type: str = "outcome",
     normalize_std: bool = True,
     eps: float = 1e-6,
+    uniform_groups: str = "normalize",
+    uniform_weight: float = 1.0,
+    length_norm: bool = False,
 ) -> Group:
     """GROW: discounted per-decision rewards, normalized over all decisions of the group.
 
     outcome:    r_{i,t} = gamma^(H_i-1-t) * R_i,  R_i = sum_t rewards[i][t]
     discounted: r_{i,t} = sum_{k>=t} gamma^(k-t) rewards[i][k]
     (identical when the only non-zero reward is the last one).
+
+    Choices the paper leaves open (defaults = the paper's formula):
+    uniform_groups: what a uniform-outcome group gets: one whose episodes all succeeded
+      (every R_i > 0) or all have the same return. "normalize" normalizes it like any
+      group (in an all-success group the std turns the small gamma^(H-1-t) and episode-
+      length differences into full-size advantages); "skip" gives it 0; "scale"
+      multiplies its normalized advantages by `uniform_weight`.
+    length_norm: mean and std weigh every episode equally (each decision by 1/H_i)
+      instead of every decision equally (long episodes dominating).
     """
     _check_common("grow", eps, normalize_std, gamma)
     _check(
@@ -145,11 +161,27 @@ def grow(
         "grow",
         f"return_type must be 'outcome' or 'discounted', got {return_type!r}",
     )
+    _check(uniform_groups in GROW_UNIFORM, "grow",
+           f"uniform_groups must be one of {GROW_UNIFORM}, got {uniform_groups!r}")
+    _check(uniform_weight >= 0, "grow", f"uniform_weight must be >= 0, got {uniform_weight}")
     if return_type == "outcome":
         per = [gamma ** np.arange(len(r) - 1, -1, -1, dtype=np.float64) * r.sum() for r in rewards]
     else:
         per = [discounted_return_to_go(r, gamma) for r in rewards]
-    return _split(_normalize(np.concatenate(per), normalize_std, eps), rewards)
+    x = np.concatenate(per)
+    if length_norm:
+        w = np.concatenate([np.full(len(r), 1.0 / len(r)) for r in rewards])
+        mean = np.sum(w * x) / np.sum(w)
+        centered = x - mean
+        std = np.sqrt(np.sum(w * centered**2) / np.sum(w))
+        adv = np.zeros_like(x) if np.all(x == x[0]) else (
+            centered / (std + eps) if normalize_std else centered)
+    else:
+        adv = _normalize(x, normalize_std, eps)
+    totals = np.array([r.sum() for r in rewards])
+    if uniform_groups != "normalize" and (np.all(totals > 0) or np.all(totals == totals[0])):
+        adv = adv * (0.0 if uniform_groups == "skip" else uniform_weight)
+    return _split(adv, rewards)
 
 
 @register("grpo_traj", config_keys=_NORM_KEYS)

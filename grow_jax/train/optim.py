@@ -26,6 +26,18 @@ def learning_rate_schedule(cfg) -> optax.Schedule:
         end_value=cfg.lr * cfg.final_lr_ratio)
 
 
+def rl_total_updates(config) -> int:
+    """Upper bound on an RL run's optimizer updates (the cosine schedule's length).
+
+    iterations x epochs x ceil(decisions per iteration at the episode cap / minibatch):
+    the count when no sample is dropped and no epoch stops early. Runs that drop
+    zero-advantage samples or stop early do fewer updates and so end above the floor.
+    """
+    r = config.rl
+    decisions = r.groups_per_iter * r.group_size * config.env.max_steps
+    return r.iterations * r.epochs * -(-decisions // max(r.minibatch_size, 1))
+
+
 def _is_vision(path) -> bool:
     return any(str(getattr(k, "key", getattr(k, "name", k))) in ("visual", "vision")
                for k in path)

@@ -26,19 +26,20 @@ from grow_jax.data.samples import BatchShape, collate, make_sample
 from grow_jax.eval.evaluate import evaluate, resume_kwargs, write_report
 from grow_jax.rollout.loop import RolloutStats, image_token_count, run_episodes
 from grow_jax.sampling.generate import Sampler, SamplingParams
-from grow_jax.train import builders, preemption
+from grow_jax.train import builders, diagnostics, preemption
+from grow_jax.train.action_mask import drop_stop_targets, non_action_ids
 from grow_jax.train.care import EmaReference
 from grow_jax.train.checkpoint import Checkpointer
 from grow_jax.train.faults import SkipGuard
 from grow_jax.train.metrics import MetricsWriter, plot_learning_curve, set_aside_metrics
-from grow_jax.train.optim import make_optimizer
+from grow_jax.train.optim import make_optimizer, rl_total_updates
 from grow_jax.train.reference import Reference
 from grow_jax.train.rl import VALUE_ESTIMATORS, build_samples, validate
 from grow_jax.train.step import Learner, LossConfig, TrainState
 from grow_jax.train.value_head import ValuePass
 
 TRAIN_KEYS = ("success_rate", "mean_return", "loss", "kl", "clip_frac", "grad_norm",
-              "samples_per_s", "iter_s")
+              "samples_per_s", "iter_s", "approx_kl", "epochs_done", "action_entropy")
 EVAL_KEYS = ("eval_success_rate", "eval_episodes")
 
 
@@ -67,6 +68,8 @@ class Run:
         m = self.mcfg  # vision placeholders: a sampled one would be read as an image slot
         self.suppressed = (m.image_token_id, m.video_token_id, m.vision_start_token_id,
                            m.vision_end_token_id)
+        if config.algo.action_tokens_only:  # invalid-action masking (train/action_mask.py)
+            self.suppressed = non_action_ids(self.agent, m.text.vocab_size, self.suppressed)
         self.metrics = MetricsWriter(workdir, tensorboard=config.logging.tensorboard,
                                      console=config.logging.progress,
                                      process_index=jax.process_index())
@@ -182,9 +185,11 @@ def sft_config_view(config):
 
 def rl_config_view(config):
     r = config.rl
-    return _Opt(lr=r.lr, warmup_steps=r.warmup_steps, total_steps=10**9,
-                grad_clip=r.grad_clip, schedule="constant", weight_decay=r.weight_decay,
-                freeze_vision=r.freeze_vision)
+    opt = _Opt(lr=r.lr, warmup_steps=r.warmup_steps, total_steps=rl_total_updates(config),
+               grad_clip=r.grad_clip, schedule=r.schedule, weight_decay=r.weight_decay,
+               freeze_vision=r.freeze_vision)
+    opt.final_lr_ratio = r.final_lr_ratio
+    return opt
 
 
 class _Opt:
@@ -430,19 +435,24 @@ def _train(run: Run):
         samples, sstats = build_samples(trajs, c.algo, run.mcfg, values_fn=values_fn,
                                         thought_len=run.agent.thought_len,
                                         likelihood_fn=likelihood_fn)
+        if not c.algo.train_stop_token:
+            samples = drop_stop_targets(samples, run.agent.stop_ids)
         t1 = time.perf_counter()
         if reference is not None and samples:
             reference.annotate(samples, r.minibatch_size, run.mcfg, run.pad_id)
-        metrics = {}
+        updates = diagnostics.UpdateLog(r.target_kl)
         if samples:
             shape = BatchShape.fit(samples, r.minibatch_size)
             for batches in epoch_batches(samples, shape, run.mcfg, epochs=r.epochs,
                                          accumulation=r.accumulation,
                                          seed=hash((c.seed, it)) % 2**31, pad_id=run.pad_id):
                 state, m = learner.step(state, batches)
-                metrics = {k: float(v) for k, v in jax.device_get(m).items()}
-                skips.update(metrics, jax.tree.leaves(batches)[0].shape[0])
+                m = {k: float(v) for k, v in jax.device_get(m).items()}
+                skips.update(m, jax.tree.leaves(batches)[0].shape[0])  # pops the skip counters
+                if updates.add(m):  # approx_kl > rl.target_kl: stop the remaining epochs
+                    break
         preemption.maybe_kill("update", it)  # test hook, off by default
+        metrics = updates.summary()
         metrics.update(skips.row())
         t_train = time.perf_counter() - t1
         row = dict(phase="train", step=it, env_steps=env_steps,
@@ -450,10 +460,12 @@ def _train(run: Run):
                    mean_return=float(np.mean([t.episode_return for t in trajs])),
                    mean_steps=float(np.mean([t.length for t in trajs])),
                    invalid_rate=float(np.mean([s.invalid for t in trajs for s in t.steps])),
-                   samples=len(samples), samples_per_s=len(samples) * r.epochs / max(t_train, 1e-9),
+                   samples=len(samples),
+                   samples_per_s=len(samples) * updates.epochs_done / max(t_train, 1e-9),
                    rollout_s=t_roll, train_s=t_train, iter_s=time.perf_counter() - t0,
                    env_steps_per_s=stats.env_steps / max(t_roll, 1e-9),
-                   env_faults=stats.env_faults, **sstats, **metrics)
+                   env_faults=stats.env_faults, **sstats, **metrics,
+                   **diagnostics.rollout_diagnostics(trajs, c.algo, samples))
         last = it == r.iterations
         if last or it % max(c.logging.every, 1) == 0:
             run.metrics.write(row, TRAIN_KEYS)

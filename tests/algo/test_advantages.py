@@ -209,6 +209,9 @@ def test_registry_lists_and_rejects():
         "return_type": "outcome",
         "normalize_std": True,
         "eps": 1e-6,
+        "uniform_groups": "normalize",
+        "uniform_weight": 1.0,
+        "length_norm": False,
     }
     assert A.estimator_params("gigpo")["obs_keys"] is REQUIRED
     with pytest.raises(

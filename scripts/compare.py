@@ -1,0 +1,218 @@
+"""Equal-budget comparison of advantage estimators from one SFT start; writes docs/results.md.
+
+    python scripts/compare.py --seeds 0,1,2 --iterations 60 --parallel 2
+    python scripts/compare.py --methods grow_g0.995,tgrpo --seeds 0 --iterations 2 \
+        --workdir runs/compare_smoke -- --config.eval.episodes=20
+    python scripts/compare.py --seeds 0,1,2 --iterations 60 --report-only
+
+For each seed N, one SFT run (`grow_jax.main --mode=sft`, WORKDIR/sft_seedN) is the start
+of every method (`--config.rl.init_checkpoint`); each method then runs the same number
+of RL iterations, each of `groups_per_iter x group_size` episodes, on the same world seeds
+(they derive from the seed and the iteration), so every method plays the same episodes'
+worth of budget; the env steps those episodes took differ by method and are reported, and
+the curves are drawn against env steps and against wall time. Everything in
+docs/results.md is generated from the runs' metrics.jsonl / timing.json, with the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run_main_job import cpu_model  # noqa: E402
+
+# name -> grow_jax.main flags on top of the config (same SFT start and budget for all).
+METHODS = {
+    "grow_g0.9": ["--config.algo.name=grow", "--config.algo.gamma=0.9"],
+    "grow_g0.95": ["--config.algo.name=grow", "--config.algo.gamma=0.95"],
+    "grow_g0.995": ["--config.algo.name=grow", "--config.algo.gamma=0.995"],
+    "grow_g1.0": ["--config.algo.name=grow", "--config.algo.gamma=1.0"],
+    "grpo_traj": ["--config.algo.name=grpo_traj", "--config.agent.history=-1"],
+    "tgrpo": ["--config.algo.name=tgrpo"],
+    "gigpo": ["--config.algo.name=gigpo"],
+}
+OUT_MD = os.path.join("docs", "results.md")
+OUT_PNG = os.path.join("docs", "results_curves.png")
+
+
+def _run_all(jobs: list[tuple[str, list[str]]], parallel: int) -> None:
+    """Runs (workdir, cmd) jobs, `parallel` at a time; writes WORKDIR/timing.json."""
+    todo, live = list(jobs), {}
+    while todo or live:
+        while todo and len(live) < parallel:
+            wd, cmd = todo.pop(0)
+            os.makedirs(wd, exist_ok=True)
+            log = open(os.path.join(wd, "stdout.log"), "w")
+            p = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            live[p.pid] = (wd, cmd, time.time(), [os.getloadavg()[0]], log)
+            print(f"[compare] started {' '.join(cmd[1:])}", flush=True)
+        time.sleep(2)
+        for pid in list(live):
+            wd, cmd, t0, loads, log = live[pid]
+            loads.append(os.getloadavg()[0])
+            done, status, usage = os.wait4(pid, os.WNOHANG)
+            if done == 0:
+                continue
+            log.close()
+            del live[pid]
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise SystemExit(f"[compare] failed: {' '.join(cmd)}; see {wd}/stdout.log")
+            with open(os.path.join(wd, "timing.json"), "w") as f:
+                json.dump(dict(wall_s=time.time() - t0, cpu_s=usage.ru_utime + usage.ru_stime,
+                               peak_rss_mib=usage.ru_maxrss / 1024,
+                               command=" ".join(["python", *cmd[1:]]),
+                               load_avg_mean=float(np.mean(loads))), f)
+
+
+def run(root, config, methods, seeds, iterations, extra, parallel):
+    py = [sys.executable, "-m", "grow_jax.main", f"--config={config}"]
+    sft = []
+    for s in seeds:
+        wd = os.path.join(root, f"sft_seed{s}")
+        if not os.path.exists(os.path.join(wd, "timing.json")):
+            sft.append((wd, py + ["--mode=sft", f"--workdir={wd}", f"--config.seed={s}", *extra]))
+    _run_all(sft, parallel)
+    jobs = []
+    for m in methods:
+        for s in seeds:
+            wd = os.path.join(root, m, f"seed{s}")
+            if os.path.exists(os.path.join(wd, "timing.json")):
+                continue  # done in an earlier call
+            if os.path.exists(os.path.join(wd, "checkpoints")):
+                raise SystemExit(f"{wd} holds an unfinished run; remove it first")
+            start = os.path.join(root, f"sft_seed{s}")
+            jobs.append((wd, py + [f"--workdir={wd}", f"--config.seed={s}",
+                                   f"--config.rl.init_checkpoint={start}",
+                                   f"--config.rl.iterations={iterations}", *METHODS[m], *extra]))
+    _run_all(jobs, parallel)
+
+
+def _rows(wd):
+    with open(os.path.join(wd, "metrics.jsonl")) as f:
+        return [json.loads(x) for x in f if x.strip()]
+
+
+def summarize(wd: str) -> dict:
+    rows = _rows(wd)
+    ev = [r for r in rows if r.get("phase") == "eval"]
+    tr = [r for r in rows if r.get("phase") == "train"]
+    t = json.load(open(os.path.join(wd, "timing.json")))
+    env_steps = tr[-1]["env_steps"] if tr else 0
+    tokens = sum(r.get("sample_tokens", 0) * r.get("epochs_done", 0) for r in tr)
+    return dict(start=100 * ev[0]["eval_success_rate"], end=100 * ev[-1]["eval_success_rate"],
+                best=max(100 * r["eval_success_rate"] for r in ev), env_steps=env_steps,
+                tokens_per_env_step=tokens / max(env_steps, 1), wall_s=t["wall_s"],
+                peak_rss_mib=t["peak_rss_mib"], load=t["load_avg_mean"],
+                curve=[(r.get("env_steps", 0), r.get("time_s", 0.0),
+                        100 * r["eval_success_rate"]) for r in ev],
+                episodes=ev[-1]["eval_episodes"])
+
+
+def _ms(xs) -> str:
+    xs = np.asarray(xs, float)
+    return f"{xs.mean():.1f} ± {xs.std(ddof=1) if len(xs) > 1 else 0.0:.1f}"
+
+
+def plot(per: dict, out: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=110, sharey=True)
+    for k, (ax, xlabel) in enumerate(zip(axes, ("environment steps (RL)", "wall time (s)"))):
+        for m, runs in per.items():
+            n = min(len(r["curve"]) for r in runs)
+            x = np.mean([[c[k] for c in r["curve"][:n]] for r in runs], 0)
+            y = np.array([[c[2] for c in r["curve"][:n]] for r in runs])
+            line, = ax.plot(x, y.mean(0), "o-", ms=3, label=m)
+            ax.fill_between(x, y.mean(0) - y.std(0), y.mean(0) + y.std(0), alpha=0.12,
+                            color=line.get_color())
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("held-out success (%), mean ± std over seeds")
+    axes[0].set_ylim(0, 100)
+    axes[1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def report(root: str, methods, seeds, argv: str) -> str:
+    per = {m: [summarize(os.path.join(root, m, f"seed{s}")) for s in seeds] for m in methods}
+    cfg = json.load(open(os.path.join(root, methods[0], f"seed{seeds[0]}", "config.json")))
+    first = per[methods[0]][0]
+    lines = [
+        "# Equal-budget comparison of the advantage estimators",
+        "",
+        f"Generated by `{argv}` on {os.cpu_count()} CPUs ({cpu_model()}), a machine shared "
+        "with other work (the mean 1-min load average of each run is in the table: wall "
+        "times are inflated by it). Every method starts from the same SFT checkpoint per "
+        f"seed and runs {cfg['rl']['iterations']} iterations x "
+        f"{cfg['rl']['groups_per_iter']} groups x G={cfg['rl']['group_size']} episodes on "
+        f"{', '.join(cfg['env']['tasks'])} (cap {cfg['env']['max_steps']}); evaluation on "
+        f"{first['episodes']} held-out episodes. Seeds: {', '.join(map(str, seeds))}.",
+        "",
+        "| method | SFT start (%) | end (%) | best (%) | gain (points) | env steps | tokens "
+        "trained / env step | wall (s) | peak RSS (MiB) | mean load |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m, runs in per.items():
+        lines.append(
+            f"| {m} | {_ms([r['start'] for r in runs])} | {_ms([r['end'] for r in runs])} | "
+            f"{_ms([r['best'] for r in runs])} | "
+            f"{_ms([r['end'] - r['start'] for r in runs])} | "
+            f"{np.mean([r['env_steps'] for r in runs]):.0f} | "
+            f"{np.mean([r['tokens_per_env_step'] for r in runs]):.1f} | "
+            f"{_ms([r['wall_s'] for r in runs])} | "
+            f"{max(r['peak_rss_mib'] for r in runs):.0f} | "
+            f"{np.mean([r['load'] for r in runs]):.1f} |")
+    lines += ["", "Method flags (on top of the config):", ""]
+    lines += [f"- `{m}`: `{' '.join(METHODS[m])}`" for m in methods]
+    lines += ["", f"![curves]({os.path.basename(OUT_PNG)})", ""]
+    plot(per, os.path.join(ROOT, OUT_PNG))
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--iterations", type=int, default=60)
+    ap.add_argument("--config", default="configs/tiny_cpu.py")
+    ap.add_argument("--workdir", default=os.path.join("runs", "compare"))
+    ap.add_argument("--parallel", type=int, default=1)
+    ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("extra", nargs="*", help="extra flags for every grow_jax.main run (after --)")
+    args = ap.parse_args()
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise SystemExit(f"--methods: unknown {unknown}; known: {', '.join(METHODS)}")
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    root = os.path.abspath(args.workdir)
+    if not args.report_only:
+        run(root, args.config, methods, seeds, args.iterations, args.extra, args.parallel)
+    argv = " ".join(["python scripts/compare.py", f"--methods {','.join(methods)}",
+                     f"--seeds {args.seeds}", f"--iterations {args.iterations}",
+                     *([f"--workdir {args.workdir}"] if args.workdir != os.path.join(
+                         "runs", "compare") else []),
+                     *([f"--config {args.config}"] if args.config != "configs/tiny_cpu.py"
+                       else []),
+                     *(["--", *args.extra] if args.extra else [])])
+    text = report(root, methods, seeds, argv)
+    with open(os.path.join(ROOT, OUT_MD), "w") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

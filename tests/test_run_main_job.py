@@ -1,0 +1,89 @@
+"""scripts/run_main_job.py: the multi-seed README block from finished runs (no training)."""
+
+import importlib.util
+import json
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location(
+        "run_main_job", os.path.join(ROOT, "scripts", "run_main_job.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _fake_seed(wd, evals, wall_s=300.0, cpu_s=500.0):
+    from grow_jax.config_utils import base_config, config_to_json
+
+    os.makedirs(wd)
+    with open(os.path.join(wd, "metrics.jsonl"), "w") as f:
+        for i, (it, p) in enumerate(evals):
+            if i:
+                f.write(json.dumps(dict(phase="train", step=it, env_steps=100 * it,
+                                        early_stopped=i == 1)) + "\n")
+            f.write(json.dumps(dict(phase="eval", step=it, env_steps=100 * it,
+                                    eval_success_rate=p, eval_episodes=500)) + "\n")
+    with open(os.path.join(wd, "config.json"), "w") as f:
+        f.write(config_to_json(base_config()))
+    with open(os.path.join(wd, "timing.json"), "w") as f:
+        json.dump(dict(wall_s=wall_s, cpu_s=cpu_s, command="python -m grow_jax.main --config=x",
+                       cpus=2, cpu_model="cpu", load_avg_mean=3.0, load_avg_max=5.0,
+                       parallel=2), f)
+
+
+def test_report_table_and_bars(tmp_path, monkeypatch):
+    mod = _script()
+    monkeypatch.setattr(mod, "ROOT", str(tmp_path))
+    os.makedirs(tmp_path / "docs")
+    _fake_seed(str(tmp_path / "seed0"), [(0, 0.2), (20, 0.7), (40, 0.8)])
+    _fake_seed(str(tmp_path / "seed1"), [(0, 0.2), (20, 0.9), (40, 0.5)], cpu_s=1500.0)
+    block = mod.report(str(tmp_path), [0, 1], "python scripts/run_main_job.py --seeds 0,1")
+    assert "| 0 | 20.0% | 80.0% | 80.0% | **+60.0** | 1.00 | 1/2 |" in block
+    assert "| 1 | 20.0% | 50.0% | 90.0% | **+30.0** | 0.56 |" in block
+    assert "+45.0 ± 21.2 points" in block and "range +30.0 to +60.0" in block
+    assert "lowest end/best 0.56 | no |" in block  # seed 1 fell from its best
+    assert "CPU time 25.0 min" in block and "| no |" in block  # 1500 s of CPU
+    assert os.path.exists(tmp_path / "docs" / "tiny_cpu_learning_curve.png")
+    (tmp_path / "README.md").write_text(
+        "a\n<!-- main-job:start -->\nold\n<!-- main-job:end -->\nb\n")
+    mod.write_readme(block)
+    text = (tmp_path / "README.md").read_text()
+    assert "old" not in text and text.startswith("a\n") and text.endswith("b\n")
+
+
+def test_seed_parsing():
+    mod = _script()
+    assert mod.parse_seeds("0,1, 2") == [0, 1, 2]
+    for bad in ("0,x", "1,1", ""):
+        with pytest.raises(SystemExit, match="--seeds"):
+            mod.parse_seeds(bad)
+
+
+def test_compare_report_from_finished_runs(tmp_path, monkeypatch):
+    """scripts/compare.py's table: mean ± std over seeds, tokens trained per env step."""
+    spec = importlib.util.spec_from_file_location(
+        "compare", os.path.join(ROOT, "scripts", "compare.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(mod, "ROOT", str(tmp_path))
+    os.makedirs(tmp_path / "docs")
+    for m, ends in (("grow_g0.995", (0.6, 0.8)), ("tgrpo", (0.3, 0.5))):
+        for s, end in enumerate(ends):
+            wd = str(tmp_path / m / f"seed{s}")
+            _fake_seed(wd, [(0, 0.2), (2, end)])
+            with open(os.path.join(wd, "metrics.jsonl"), "a") as f:
+                f.write(json.dumps(dict(phase="train", step=2, env_steps=200, sample_tokens=50,
+                                        epochs_done=4)) + "\n")
+            t = json.load(open(os.path.join(wd, "timing.json")))
+            t["peak_rss_mib"] = 100.0
+            json.dump(t, open(os.path.join(wd, "timing.json"), "w"))
+    text = mod.report(str(tmp_path), ["grow_g0.995", "tgrpo"], [0, 1], "python x")
+    row = "| grow_g0.995 | 20.0 ± 0.0 | 70.0 ± 14.1 | 70.0 ± 14.1 | 50.0 ± 14.1 | 200 | 1.0 |"
+    assert row in text
+    assert "| tgrpo | 20.0 ± 0.0 | 40.0 ± 14.1 |" in text
+    assert os.path.exists(tmp_path / "docs" / "results_curves.png")
