@@ -48,7 +48,9 @@ def _config():
     c.env.suite = "minecraft"
     c.agent.history = 0
     c.agent.compact_prompt = True
-    c.agent.max_new_tokens = 2  # too few for an action (49 tokens): every decision goes by parity
+    c.env.actions_per_decision = 4
+    c.agent.max_new_tokens = 49  # one decision's budget; a random model's text never parses,
+    # so every decision goes by the parity of its first token (AttackOnEvenTokens)
     c.algo.name = "grow"
     c.algo.format_penalty = 0.0
     c.rl.minibatch_size = 64
