@@ -147,10 +147,9 @@ def test_grow_on_crafter_with_a_task_list(tmp_path):
         assert json.load(f)["env"]["tasks"] == ["collect_wood", "place_table"]
 
 
-@pytest.mark.slow
-def test_grow_on_fake_minecraft_with_builds_task_list(tmp_path):
-    """BUILD.md's `--config.env.tasks='("mine_block:oak_log",)'`, on the fake backend (which
-    a config file turns on: env.kwargs is free-form)."""
+def _fake_minecraft_config(tmp_path):
+    """tiny_cpu on the fake Minecraft backend (a config file turns it on: env.kwargs is
+    free-form), with frames and a token budget that fit the tiny model."""
     cfg = tmp_path / "mc_fake.py"
     tiny_cpu = os.path.join(ROOT, "configs", "tiny_cpu.py")
     cfg.write_text(
@@ -163,12 +162,39 @@ def test_grow_on_fake_minecraft_with_builds_task_list(tmp_path):
         "    c.env.image_size = 32  # 640x360 frames -> 32x18 (padded to 32x32: 4 tokens)\n"
         "    c.agent.max_new_tokens = 13  # 1 action x 12 groups + <|im_end|>\n"
         "    c.sft.steps = 0\n"
+        "    c.algo.action_tokens_only = False  # single-word masking: BabyAI/Crafter only\n"
         "    return c\n")
+    return cfg
+
+
+@pytest.mark.slow
+def test_grow_on_fake_minecraft_with_builds_task_list(tmp_path):
+    """BUILD.md's `--config.env.tasks='("mine_block:oak_log",)'`, on the fake backend."""
     wd = str(tmp_path / "mc")
-    _ok(f"--workdir={wd}", f"--config={cfg}", *SMALL, "--config.env.suite=minecraft",
-        '--config.env.tasks=("mine_block:oak_log",)')
+    _ok(f"--workdir={wd}", f"--config={_fake_minecraft_config(tmp_path)}", *SMALL,
+        "--config.env.suite=minecraft", '--config.env.tasks=("mine_block:oak_log",)')
     assert _eval_tasks(wd) == ["mine_block:oak_log"]
     assert [r["step"] for r in _rows(wd, "train")] == [1, 2]
+
+
+@pytest.mark.slow
+def test_eval_of_every_minecraft_task_on_the_fake_writes_the_family_table(tiny_hf, tmp_path):
+    """`--mode=eval --config.env.eval_tasks=all`: all 823 OpenHA tasks (1 episode each, in
+    shards of eval.num_envs games), the paper's per-family table in eval.md."""
+    wd = str(tmp_path / "mc_all")
+    _ok(f"--workdir={wd}", f"--config={_fake_minecraft_config(tmp_path)}", "--mode=eval",
+        f"--config.model.hf_dir={tiny_hf}", "--config.env.suite=minecraft",
+        "--config.env.eval_tasks=all", "--config.eval.episodes=1", "--config.env.max_steps=1",
+        "--config.eval.num_envs=128", "--config.eval.videos=0",
+        "--config.logging.tensorboard=False", "--config.logging.progress=False")
+    with open(os.path.join(wd, "eval.json")) as f:
+        report = json.load(f)
+    assert len(report["tasks"]) == 823 and report["episodes"] == 823
+    assert list(report["families"])[:3] == ["embodied", "gui", "combat"]
+    assert sum(f["tasks"] for f in report["families"].values()) == 823
+    with open(os.path.join(wd, "eval.md")) as f:
+        md = f.read()
+    assert "| embodied | 153 |" in md and "| gui | 596 |" in md and "| combat | 61 |" in md
 
 
 def test_7b_config_refuses_to_start_without_weights(tmp_path):
