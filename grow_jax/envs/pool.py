@@ -56,9 +56,139 @@ class _Fault(Exception):
     """Internal: the envs of one worker lost their state (reason in args[0])."""
 
 
-def _last_line(text: str) -> str:
+def _last_line(text: Any) -> str:
     lines = [x.strip() for x in str(text).strip().splitlines() if x.strip()]
     return lines[-1][:200] if lines else "unknown error"
+
+
+def _restarted(who: str, reason: str) -> _Fault:
+    """The fault of a restarted worker/actor `who`: the reason's head and its traceback's last
+    line."""
+    head, _, tb = reason.partition("\n")
+    why = f"{head.rstrip(':')}: {_last_line(tb)}" if tb else head
+    return _Fault(f"{who} {why}; restarted")
+
+
+class _PoolBase:
+    """What EnvPool and RayEnvPool share: argument checks, index checks, reset/step on top of
+    `_dispatch`, and the fault bookkeeping of the restart policy (module docstring).
+
+    A pool sets `_blocks` (the env indices of each worker) and defines `_dispatch(cmd, args)`
+    (env index -> result, or a `_Fault` for an env that lost its state) and `close`."""
+
+    def _check_args(self, tasks: Sequence[Task], fault_policy: str) -> None:
+        name = type(self).__name__
+        if fault_policy not in FAULT_POLICIES:
+            raise ValueError(f"{name} fault_policy must be one of {FAULT_POLICIES}, "
+                             f"got {fault_policy!r}")
+        if not tasks:
+            raise ValueError(f"{name} needs at least one task")
+
+    def _init_faults(self, tasks: Sequence[Task], timeout_s: float, fault_policy: str,
+                     max_faults_in_a_row: int) -> None:
+        self.tasks = list(tasks)
+        self.timeout_s = timeout_s
+        self.fault_policy = fault_policy
+        self.max_faults_in_a_row = max_faults_in_a_row
+        self.num_faults = 0
+        self._closed = False
+        n = len(self.tasks)
+        self._in_a_row = [0] * n
+        self._seeds: list[int | None] = [None] * n  # of each env's last reset (for messages)
+        self._needs_reset: set[int] = set()
+
+    @property
+    def num_envs(self) -> int:
+        return len(self.tasks)
+
+    def reset(
+        self, seeds: Sequence[int | None] | None = None, indices: Sequence[int] | None = None
+    ) -> list[Obs]:
+        """Resets envs `indices` (default all) with `seeds` (None: each task's seed)."""
+        indices = self._indices(indices)
+        seeds = [None] * len(indices) if seeds is None else list(seeds)
+        if len(seeds) != len(indices):
+            raise ValueError(f"reset got {len(seeds)} seeds for {len(indices)} envs")
+        seeds = [None if s is None else int(s) for s in seeds]
+        for i, s in zip(indices, seeds):
+            self._seeds[i] = s if s is not None else self.tasks[i].seed
+        out = self._run("reset", dict(zip(indices, seeds)))
+        return [None if isinstance(o, _Fault) else self._obs(o) for o in out]
+
+    def step(self, actions: Sequence[Any], indices: Sequence[int] | None = None):
+        """Steps envs `indices` (default all); returns (obs list, rewards, terminated,
+        truncated, infos) in the order of `indices`."""
+        indices = self._indices(indices)
+        if len(actions) != len(indices):
+            raise ValueError(f"step got {len(actions)} actions for {len(indices)} envs")
+        results = self._run("step", dict(zip(indices, actions)))
+        for k, (i, res) in enumerate(zip(indices, results)):
+            if isinstance(res, _Fault):
+                results[k] = (None, 0.0, False, True, {"success": False, "env_fault": res.args[0]})
+            else:
+                results[k] = (self._obs(res[0]), *res[1:])
+                if res[2] or res[3]:
+                    self._in_a_row[i] = 0  # a finished episode ends a run of faults
+        obs, rew, term, trunc, infos = zip(*results)
+        return (
+            list(obs),
+            np.asarray(rew, np.float32),
+            np.asarray(term, bool),
+            np.asarray(trunc, bool),
+            list(infos),
+        )
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _obs(self, obs: Obs) -> Obs:
+        """An observation as the caller gets it (a pool whose obs are not private copies
+        copies here)."""
+        return obs
+
+    def _indices(self, indices: Sequence[int] | None) -> list[int]:
+        if self._closed:
+            raise EnvWorkerError(f"{type(self).__name__} is closed")
+        if indices is None:
+            return list(range(self.num_envs))
+        indices = [int(i) for i in indices]
+        bad = [i for i in indices if not 0 <= i < self.num_envs]
+        if bad or len(set(indices)) != len(indices):
+            raise ValueError(f"env indices must be distinct and in [0, {self.num_envs}): {indices}")
+        return indices
+
+    def _run(self, cmd: str, args: dict[int, Any]) -> list[Any]:
+        """Results in the order of `args`; with restarts on, faulted envs give a `_Fault`."""
+        if cmd == "reset":
+            self._needs_reset.difference_update(args)
+            merged = {}
+        else:
+            merged = {i: _Fault("env was restarted after a fault and not reset since")
+                      for i in args if i in self._needs_reset}
+        merged.update(self._dispatch(cmd, {i: a for i, a in args.items() if i not in merged}))
+        for i, r in merged.items():
+            if isinstance(r, _Fault):
+                self._count_fault(i, r.args[0])
+        return [merged[i] for i in args]
+
+    def _count_fault(self, i: int, reason: str) -> None:
+        self.num_faults += 1
+        self._in_a_row[i] += 1
+        if self.max_faults_in_a_row and self._in_a_row[i] >= self.max_faults_in_a_row:
+            self.close(graceful=False)
+            raise EnvFaultLimit(
+                f"env {i} (task {self.tasks[i].task_id!r}, seed {self._seeds[i]}) faulted "
+                f"{self._in_a_row[i]} times in a row (env.max_faults_in_a_row="
+                f"{self.max_faults_in_a_row}); last: {reason}")
+
+    def _raise_fault(self, who: str, k: int, reason: str) -> None:
+        """Closes the pool and raises the `EnvWorkerError` of worker/actor k (named `who`)."""
+        envs = ", ".join(f"{i}:{self.tasks[i].task_id}" for i in self._blocks[k])
+        self.close(graceful=False)
+        raise EnvWorkerError(f"{who} running envs [{envs}] {reason}")
 
 
 def _worker_main(conn, tasks: dict[int, Task], env_kwargs: Mapping[str, Any],
@@ -95,7 +225,7 @@ def _worker_main(conn, tasks: dict[int, Task], env_kwargs: Mapping[str, Any],
             pass
 
 
-class EnvPool:
+class EnvPool(_PoolBase):
     """Steps `len(tasks)` envs (env i runs tasks[i]) with `make_env(task, **env_kwargs)`.
 
     Args:
@@ -127,22 +257,10 @@ class EnvPool:
     ):
         if mode not in ("sync", "async"):
             raise ValueError(f"EnvPool mode must be 'sync' or 'async', got {mode!r}")
-        if fault_policy not in FAULT_POLICIES:
-            raise ValueError(f"EnvPool fault_policy must be one of {FAULT_POLICIES}, "
-                             f"got {fault_policy!r}")
-        if not tasks:
-            raise ValueError("EnvPool needs at least one task")
-        self.tasks = list(tasks)
+        self._check_args(tasks, fault_policy)
+        self._init_faults(tasks, timeout_s, fault_policy, max_faults_in_a_row)
         self.mode = mode
-        self.timeout_s = timeout_s
-        self.fault_policy = fault_policy
-        self.max_faults_in_a_row = max_faults_in_a_row
-        self.num_faults = 0
-        self._closed = False
         n = len(self.tasks)
-        self._in_a_row = [0] * n
-        self._seeds: list[int | None] = [None] * n  # of each env's last reset (for messages)
-        self._needs_reset: set[int] = set()
         self._env_kwargs, self._factory = dict(env_kwargs or {}), env_factory
         if mode == "sync":
             self._envs = [env_factory(t, **self._env_kwargs) for t in self.tasks]
@@ -173,47 +291,8 @@ class EnvPool:
         self._conns[w], self._procs[w] = parent, proc
 
     @property
-    def num_envs(self) -> int:
-        return len(self.tasks)
-
-    @property
     def worker_pids(self) -> list[int]:
         return [p.pid for p in self._procs] if self.mode == "async" else []
-
-    def reset(
-        self, seeds: Sequence[int | None] | None = None, indices: Sequence[int] | None = None
-    ) -> list[Obs]:
-        """Resets envs `indices` (default all) with `seeds` (None: each task's seed)."""
-        indices = self._indices(indices)
-        seeds = [None] * len(indices) if seeds is None else list(seeds)
-        if len(seeds) != len(indices):
-            raise ValueError(f"reset got {len(seeds)} seeds for {len(indices)} envs")
-        seeds = [None if s is None else int(s) for s in seeds]
-        for i, s in zip(indices, seeds):
-            self._seeds[i] = s if s is not None else self.tasks[i].seed
-        out = self._run("reset", dict(zip(indices, seeds)))
-        return [None if isinstance(o, _Fault) else o for o in out]
-
-    def step(self, actions: Sequence[Any], indices: Sequence[int] | None = None):
-        """Steps envs `indices` (default all); returns (obs list, rewards, terminated,
-        truncated, infos) in the order of `indices`."""
-        indices = self._indices(indices)
-        if len(actions) != len(indices):
-            raise ValueError(f"step got {len(actions)} actions for {len(indices)} envs")
-        results = self._run("step", dict(zip(indices, actions)))
-        for k, (i, res) in enumerate(zip(indices, results)):
-            if isinstance(res, _Fault):
-                results[k] = (None, 0.0, False, True, {"success": False, "env_fault": res.args[0]})
-            elif res[2] or res[3]:
-                self._in_a_row[i] = 0  # a finished episode ends a run of faults
-        obs, rew, term, trunc, infos = zip(*results)
-        return (
-            list(obs),
-            np.asarray(rew, np.float32),
-            np.asarray(term, bool),
-            np.asarray(trunc, bool),
-            list(infos),
-        )
 
     def close(self, graceful: bool = True) -> None:
         """Closes the envs; workers get 5 s to exit (none if not `graceful`) and are then killed."""
@@ -240,41 +319,17 @@ class EnvPool:
         for conn in self._conns:
             conn.close()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
     def __del__(self):
         if not getattr(self, "_closed", True):
             self.close()
 
     # ------------------------------------------------------------- internals
 
-    def _indices(self, indices: Sequence[int] | None) -> list[int]:
-        if self._closed:
-            raise EnvWorkerError("EnvPool is closed")
-        if indices is None:
-            return list(range(self.num_envs))
-        indices = [int(i) for i in indices]
-        bad = [i for i in indices if not 0 <= i < self.num_envs]
-        if bad or len(set(indices)) != len(indices):
-            raise ValueError(f"env indices must be distinct and in [0, {self.num_envs}): {indices}")
-        return indices
-
-    def _run(self, cmd: str, args: dict[int, Any]) -> list[Any]:
-        """Results in the order of `args`; with restarts on, faulted envs give a `_Fault`."""
-        if cmd == "reset":
-            self._needs_reset.difference_update(args)
-            merged = {}
-        else:
-            merged = {i: _Fault("env was restarted after a fault and not reset since")
-                      for i in args if i in self._needs_reset}
+    def _dispatch(self, cmd: str, args: dict[int, Any]) -> dict[int, Any]:
+        """Runs `cmd` on envs `args` (in-process or on their workers); a fault restarts."""
+        merged = {}
         if self.mode == "sync":
             for i, arg in args.items():
-                if i in merged:
-                    continue
                 env = self._envs[i]
                 try:
                     merged[i] = env.reset(arg) if cmd == "reset" else env.step(arg)
@@ -283,25 +338,21 @@ class EnvPool:
                         raise
                     merged[i] = self._restart_sync(i, f"raised during {cmd!r}: "
                                                       f"{type(e).__name__}: {_last_line(e)}")
-        else:
-            per_worker: dict[int, dict[int, Any]] = {}
-            for i, arg in args.items():
-                if i not in merged:
-                    per_worker.setdefault(self._owner[i], {})[i] = arg
-            sent = []
-            for w, payload in per_worker.items():
-                try:
-                    self._conns[w].send((cmd, payload))
-                    sent.append(w)
-                except (BrokenPipeError, OSError):
-                    fault = self._worker_fault(w, f"could not send {cmd!r}: worker is gone")
-                    merged.update({i: fault for i in payload})
-            for w, r in self._gather(sent, cmd).items():
-                merged.update(r if not isinstance(r, _Fault) else dict.fromkeys(per_worker[w], r))
-        for i, r in merged.items():
-            if isinstance(r, _Fault):
-                self._count_fault(i, r.args[0])
-        return [merged[i] for i in args]
+            return merged
+        per_worker: dict[int, dict[int, Any]] = {}
+        for i, arg in args.items():
+            per_worker.setdefault(self._owner[i], {})[i] = arg
+        sent = []
+        for w, payload in per_worker.items():
+            try:
+                self._conns[w].send((cmd, payload))
+                sent.append(w)
+            except (BrokenPipeError, OSError):
+                fault = self._worker_fault(w, f"could not send {cmd!r}: worker is gone")
+                merged.update({i: fault for i in payload})
+        for w, r in self._gather(sent, cmd).items():
+            merged.update(r if not isinstance(r, _Fault) else dict.fromkeys(per_worker[w], r))
+        return merged
 
     def _restart_sync(self, i: int, reason: str) -> _Fault:
         try:
@@ -325,19 +376,7 @@ class EnvPool:
         self._start_worker(w)
         self._gather([w], "start-up", restart=False)
         self._needs_reset.update(self._blocks[w])
-        head, _, tb = reason.partition("\n")
-        why = f"{head.rstrip(':')}: {_last_line(tb)}" if tb else head
-        return _Fault(f"env worker {w} (pid {proc.pid}, exit code {code}) {why}; restarted")
-
-    def _count_fault(self, i: int, reason: str) -> None:
-        self.num_faults += 1
-        self._in_a_row[i] += 1
-        if self.max_faults_in_a_row and self._in_a_row[i] >= self.max_faults_in_a_row:
-            self.close(graceful=False)
-            raise EnvFaultLimit(
-                f"env {i} (task {self.tasks[i].task_id!r}, seed {self._seeds[i]}) faulted "
-                f"{self._in_a_row[i]} times in a row (env.max_faults_in_a_row="
-                f"{self.max_faults_in_a_row}); last: {reason}")
+        return _restarted(f"env worker {w} (pid {proc.pid}, exit code {code})", reason)
 
     def _gather(self, workers: list[int], what: str, restart: bool = True) -> dict[int, Any]:
         """One answer from each worker; on death, error or timeout: `_fail` (raise), or with
@@ -388,12 +427,8 @@ class EnvPool:
     def _fail(self, w: int, reason: str) -> None:
         proc = self._procs[w]
         proc.join(0.2)
-        code = proc.exitcode
-        envs = ", ".join(f"{i}:{self.tasks[i].task_id}" for i in self._blocks[w])
-        msg = (f"env worker {w} (pid {proc.pid}, exit code {code}) running envs [{envs}] "
-               f"{reason}")  # fmt: skip
-        self.close(graceful=False)
-        raise EnvWorkerError(msg)
+        self._raise_fault(f"env worker {w} (pid {proc.pid}, exit code {proc.exitcode})", w,
+                          reason)
 
 
 def env_kwargs_from_config(env_config) -> dict:

@@ -44,10 +44,9 @@ import numpy as np
 
 from grow_jax.envs import make_env
 from grow_jax.envs.base import Obs, Task
-from grow_jax.envs.pool import EnvFaultLimit, EnvWorkerError
+from grow_jax.envs.pool import STARTUP_S, _Fault, _last_line, _PoolBase, _restarted
 
-FAULT_POLICIES = ("raise", "drop", "fail")
-STARTUP_S = 120.0  # shortest wait for an actor's start-up (it imports the suite)
+# STARTUP_S is also the shortest wait for an actor's start-up (it imports the suite)
 
 
 def import_ray():
@@ -68,15 +67,6 @@ def ray_pool_from_config(tasks: Sequence[Task], env_config) -> RayEnvPool:
     return RayEnvPool(tasks, env_kwargs=env_kwargs_from_config(e), num_actors=e.ray_actors,
                       num_cpus=e.ray_actor_cpus, address=e.ray_address, timeout_s=e.timeout_s,
                       fault_policy=e.fault_policy, max_faults_in_a_row=e.max_faults_in_a_row)
-
-
-class _Fault(Exception):
-    """Internal: the envs of one actor lost their state (reason in args[0])."""
-
-
-def _last_line(text: Any) -> str:
-    lines = [x.strip() for x in str(text).strip().splitlines() if x.strip()]
-    return lines[-1][:200] if lines else "unknown error"
 
 
 def _own(obs: Obs) -> Obs:
@@ -108,7 +98,7 @@ class _EnvActor:
             env.close()
 
 
-class RayEnvPool:
+class RayEnvPool(_PoolBase):
     """Steps `len(tasks)` envs (env i runs tasks[i]) in Ray actors; EnvPool's interface.
 
     Args:
@@ -134,11 +124,7 @@ class RayEnvPool:
         max_faults_in_a_row: int = 3,
         address: str | None = None,
     ):
-        if fault_policy not in FAULT_POLICIES:
-            raise ValueError(f"RayEnvPool fault_policy must be one of {FAULT_POLICIES}, "
-                             f"got {fault_policy!r}")
-        if not tasks:
-            raise ValueError("RayEnvPool needs at least one task")
+        self._check_args(tasks, fault_policy)
         if num_actors is not None and num_actors < 1:
             raise ValueError(f"RayEnvPool num_actors (env.ray_actors) must be >= 1 or None, "
                              f"got {num_actors}")
@@ -148,16 +134,8 @@ class RayEnvPool:
         self._ray = ray = import_ray()
         if not ray.is_initialized():
             ray.init(address=address, include_dashboard=False, logging_level="WARNING")
-        self.tasks = list(tasks)
-        self.timeout_s = timeout_s
-        self.fault_policy = fault_policy
-        self.max_faults_in_a_row = max_faults_in_a_row
-        self.num_faults = 0
-        self._closed = False
+        self._init_faults(tasks, timeout_s, fault_policy, max_faults_in_a_row)
         n = len(self.tasks)
-        self._in_a_row = [0] * n
-        self._seeds: list[int | None] = [None] * n  # of each env's last reset (for messages)
-        self._needs_reset: set[int] = set()
         self._env_kwargs = dict(env_kwargs or {})
         if num_actors is None:
             num_actors = max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -173,50 +151,9 @@ class RayEnvPool:
             self._pids[k] = pid
 
     @property
-    def num_envs(self) -> int:
-        return len(self.tasks)
-
-    @property
     def worker_pids(self) -> list[int]:
         """The actors' process ids (on their nodes)."""
         return list(self._pids)
-
-    def reset(
-        self, seeds: Sequence[int | None] | None = None, indices: Sequence[int] | None = None
-    ) -> list[Obs]:
-        """Resets envs `indices` (default all) with `seeds` (None: each task's seed)."""
-        indices = self._indices(indices)
-        seeds = [None] * len(indices) if seeds is None else list(seeds)
-        if len(seeds) != len(indices):
-            raise ValueError(f"reset got {len(seeds)} seeds for {len(indices)} envs")
-        seeds = [None if s is None else int(s) for s in seeds]
-        for i, s in zip(indices, seeds):
-            self._seeds[i] = s if s is not None else self.tasks[i].seed
-        out = self._run("reset", dict(zip(indices, seeds)))
-        return [None if isinstance(o, _Fault) else _own(o) for o in out]
-
-    def step(self, actions: Sequence[Any], indices: Sequence[int] | None = None):
-        """Steps envs `indices` (default all); returns (obs list, rewards, terminated,
-        truncated, infos) in the order of `indices`."""
-        indices = self._indices(indices)
-        if len(actions) != len(indices):
-            raise ValueError(f"step got {len(actions)} actions for {len(indices)} envs")
-        results = self._run("step", dict(zip(indices, actions)))
-        for k, (i, res) in enumerate(zip(indices, results)):
-            if isinstance(res, _Fault):
-                results[k] = (None, 0.0, False, True, {"success": False, "env_fault": res.args[0]})
-            else:
-                results[k] = (_own(res[0]), *res[1:])
-                if res[2] or res[3]:
-                    self._in_a_row[i] = 0  # a finished episode ends a run of faults
-        obs, rew, term, trunc, infos = zip(*results)
-        return (
-            list(obs),
-            np.asarray(rew, np.float32),
-            np.asarray(term, bool),
-            np.asarray(trunc, bool),
-            list(infos),
-        )
 
     def close(self, graceful: bool = True) -> None:
         """Closes the envs (actors get 5 s, none if not `graceful`) and kills the actors."""
@@ -235,12 +172,6 @@ class RayEnvPool:
         for a in self._actors:
             ray.kill(a, no_restart=True)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
     def __del__(self):
         if not getattr(self, "_closed", True):
             try:
@@ -254,36 +185,19 @@ class RayEnvPool:
         block = {i: self.tasks[i] for i in self._blocks[k]}
         return self._cls.remote(block, self._env_kwargs)
 
-    def _indices(self, indices: Sequence[int] | None) -> list[int]:
-        if self._closed:
-            raise EnvWorkerError("RayEnvPool is closed")
-        if indices is None:
-            return list(range(self.num_envs))
-        indices = [int(i) for i in indices]
-        bad = [i for i in indices if not 0 <= i < self.num_envs]
-        if bad or len(set(indices)) != len(indices):
-            raise ValueError(f"env indices must be distinct and in [0, {self.num_envs}): {indices}")
-        return indices
+    def _obs(self, obs: Obs) -> Obs:
+        return _own(obs)
 
-    def _run(self, cmd: str, args: dict[int, Any]) -> list[Any]:
-        """Results in the order of `args`; with restarts on, faulted envs give a `_Fault`."""
-        if cmd == "reset":
-            self._needs_reset.difference_update(args)
-            merged = {}
-        else:
-            merged = {i: _Fault("env was restarted after a fault and not reset since")
-                      for i in args if i in self._needs_reset}
+    def _dispatch(self, cmd: str, args: dict[int, Any]) -> dict[int, Any]:
+        """Runs `cmd` on envs `args` on their actors; a fault restarts."""
         per_actor: dict[int, dict[int, Any]] = {}
         for i, arg in args.items():
-            if i not in merged:
-                per_actor.setdefault(self._owner[i], {})[i] = arg
+            per_actor.setdefault(self._owner[i], {})[i] = arg
         refs = {k: self._actors[k].run.remote(cmd, payload) for k, payload in per_actor.items()}
+        merged = {}
         for k, r in self._gather(refs, cmd).items():
             merged.update(dict.fromkeys(per_actor[k], r) if isinstance(r, _Fault) else r)
-        for i, r in merged.items():
-            if isinstance(r, _Fault):
-                self._count_fault(i, r.args[0])
-        return [merged[i] for i in args]
+        return merged
 
     def _gather(self, refs: dict[int, Any], what: str, restart: bool = True) -> dict[int, Any]:
         """Each actor's answer; on death, error or timeout: `_fail` (raise), or with `restart`
@@ -321,22 +235,7 @@ class RayEnvPool:
         self._pids[k] = self._gather({k: self._actors[k].ready.remote()}, "start-up",
                                      restart=False)[k]
         self._needs_reset.update(self._blocks[k])
-        head, _, tb = reason.partition("\n")
-        why = f"{head.rstrip(':')}: {_last_line(tb)}" if tb else head
-        return _Fault(f"env actor {k} (pid {old}) {why}; restarted")
-
-    def _count_fault(self, i: int, reason: str) -> None:
-        self.num_faults += 1
-        self._in_a_row[i] += 1
-        if self.max_faults_in_a_row and self._in_a_row[i] >= self.max_faults_in_a_row:
-            self.close(graceful=False)
-            raise EnvFaultLimit(
-                f"env {i} (task {self.tasks[i].task_id!r}, seed {self._seeds[i]}) faulted "
-                f"{self._in_a_row[i]} times in a row (env.max_faults_in_a_row="
-                f"{self.max_faults_in_a_row}); last: {reason}")
+        return _restarted(f"env actor {k} (pid {old})", reason)
 
     def _fail(self, k: int, reason: str) -> None:
-        envs = ", ".join(f"{i}:{self.tasks[i].task_id}" for i in self._blocks[k])
-        msg = f"env actor {k} (pid {self._pids[k]}) running envs [{envs}] {reason}"
-        self.close(graceful=False)
-        raise EnvWorkerError(msg)
+        self._raise_fault(f"env actor {k} (pid {self._pids[k]})", k, reason)

@@ -6,8 +6,8 @@ import jax
 import numpy as np
 import pytest
 from flax import nnx
+from rollout_helpers import FirstTokenAgent, tiny_config  # tests/envs is on sys.path
 
-from grow_jax.config_utils import base_config
 from grow_jax.data.pipeline import epoch_batches
 from grow_jax.data.samples import BatchShape
 from grow_jax.envs import minecraft
@@ -20,44 +20,25 @@ ATTACK = minecraft.noop_groups()
 ATTACK[minecraft.GROUPS.index("attack")] = 1
 
 
-class AttackOnEvenTokens:
-    """The real Minecraft agent; an untrained model's unparseable output becomes, instead of a
-    no-op, a decision of attacks when its first sampled token is even, so the sampled tokens
-    decide the episode (the fake's goal event needs 8 attack ticks = 2 decisions)."""
-
-    def __init__(self, agent):
-        self._agent, self.history = agent, agent.history
-
-    def prompt_ids(self, *args):
-        return self._agent.prompt_ids(*args)
-
-    def decode(self, ids):
-        action, valid, text = self._agent.decode(ids)
-        if not valid and int(ids[0]) % 2 == 0:
-            action = np.stack([ATTACK] * 4)
-        return action, valid, text
+def _attack_on_even(first, action):
+    """The fallback decision: attacks when the first sampled token is even (else the no-op),
+    so the sampled tokens decide the episode (the fake's goal event needs 8 attack ticks =
+    2 decisions)."""
+    return np.stack([ATTACK] * 4) if first % 2 == 0 else action
 
 
 def _config():
-    c = base_config()
-    c.model.preset = "tiny"
-    c.model.preset_overrides = dict(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=1, vision_depth=1, embed_dim=16, vision_num_heads=1, mlp_ratio=2,
-        patch_size=8, spatial_merge_size=2, temporal_patch_size=2)
+    c = tiny_config()
     c.env.suite = "minecraft"
     c.agent.history = 0
-    c.agent.compact_prompt = True
     c.env.actions_per_decision = 4
     c.agent.max_new_tokens = 49  # one decision's budget; a random model's text never parses,
-    # so every decision goes by the parity of its first token (AttackOnEvenTokens)
+    # so every decision goes by the parity of its first token (_attack_on_even)
     c.algo.name = "grow"
     c.algo.format_penalty = 0.0
     c.rl.minibatch_size = 64
     c.rl.lr = 1e-2
     c.rl.warmup_steps = 0
-    c.logging.tensorboard = False
-    c.checkpoint.async_save = False
     return c
 
 
@@ -74,7 +55,8 @@ def test_grow_iteration_on_the_fake_trains(tmp_path):
         learner = run.learner("policy", rl_config_view(c))
         state = learner.init_state(seed=0)
         before = jax.tree.map(np.asarray, nnx.to_pure_dict(state.params))
-        trajs = run_episodes(pool, AttackOnEvenTokens(run.agent), run.sampler(), state.params,
+        agent = FirstTokenAgent(run.agent, _attack_on_even)
+        trajs = run_episodes(pool, agent, run.sampler(), state.params,
                              seeds=[5] * g + [6] * g, groups=[0] * g + [1] * g,
                              rng=jax.random.key(3))
         pool.close()

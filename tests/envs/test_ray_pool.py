@@ -9,6 +9,7 @@ import time
 import jax
 import numpy as np
 import pytest
+from rollout_helpers import FirstTokenAgent, tiny_config  # tests/envs is on sys.path
 
 from grow_jax.envs import babyai
 from grow_jax.envs.pool import EnvPool, EnvWorkerError
@@ -88,46 +89,22 @@ def test_reset_and_step_match_in_process(session, tasks):
         pool.step([0] * 4)
 
 
-class _ParityAgent:
-    """The BabyAI agent; an untrained model's unparseable output becomes the action
-    (first sampled token mod 3) instead of a no-op, so the samples steer the episode."""
-
-    def __init__(self, agent):
-        self._agent, self.history = agent, agent.history
-
-    def prompt_ids(self, *args):
-        return self._agent.prompt_ids(*args)
-
-    def decode(self, ids):
-        action, valid, text = self._agent.decode(ids)
-        return (action if valid else int(ids[0]) % 3), valid, text
-
-
 def test_run_episodes_match_in_process(session, tmp_path):
-    from grow_jax.config_utils import base_config
     from grow_jax.rollout.loop import run_episodes
     from grow_jax.train.trainer import Run, rl_config_view
 
-    c = base_config()
-    c.model.preset = "tiny"
-    c.model.preset_overrides = dict(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=1, vision_depth=1, embed_dim=16, vision_num_heads=1, mlp_ratio=2,
-        patch_size=8, spatial_merge_size=2, temporal_patch_size=2)
+    c = tiny_config()
     c.env.kwargs = dict(KW)
     c.env.pool_mode = "ray"
     c.env.ray_actors = 2
-    c.agent.compact_prompt = True
     c.agent.max_new_tokens = 2
-    c.logging.tensorboard = False
-    c.checkpoint.async_save = False
     run = Run(c, str(tmp_path))
     try:
         per_env = babyai.make_tasks(ids=[LEVEL], seeds=[0, 1], max_steps=5) * 2
         pool = run.pool("train", per_env)  # the env.pool_mode dispatch
         assert isinstance(pool, RayEnvPool) and len(pool.worker_pids) == 2
         params = run.learner("policy", rl_config_view(c)).init_state(seed=0).params
-        agent, sampler = _ParityAgent(run.agent), run.sampler()
+        agent, sampler = FirstTokenAgent(run.agent, lambda first, _: first % 3), run.sampler()
         kw = dict(seeds=[3, 4, 3, 4], groups=[0, 1, 0, 1], rng=jax.random.key(5))
         got = run_episodes(pool, agent, sampler, params, **kw)
         with EnvPool(per_env, env_kwargs=KW) as ref_pool:
