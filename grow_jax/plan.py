@@ -8,6 +8,8 @@ Figures per device, for the config's mesh and batch:
 - the update's input batch (one update of `rl.minibatch_size` samples);
 - activations kept for the backward pass of one micro-batch, without and with
   `model.remat` (decoder layers recomputed; the vision tower is never recomputed);
+- the update's new params + AdamW moments, built beside the old ones before the
+  non-finite-update guard selects (the peak is the larger of this and the backward pass);
 - the sampler's KV cache for one rollout batch (all of a process's envs at once).
 
 Activations are a model of what the backward pass saves (per decoder layer: the residual
@@ -170,14 +172,18 @@ def plan(mcfg, mesh: MeshShape, dims: BatchDims, *, accumulation: int = 1,
         activation_parts=act,
         # fsdp all-gathers every weight for the forward pass: the other shards' copies.
         fsdp_gather=(mesh.fsdp - 1) * per_dev * p,
+        # The non-finite-update guard (step._skip_if_not_finite) selects new vs old state
+        # on the updates' global norm, so the whole new params + AdamW moments are built
+        # beside the donated old ones (this also covers AdamW's own temporaries).
+        update_copy=3 * per_dev * p,
         kv_cache=kv_cache_bytes(mcfg, sampler_batch, sampler_len, mesh) if sampler_batch else 0,
     )
-    # Peak = resident state + gradients + gathered weights + the larger of the backward
-    # pass's activations and the AdamW update's temporaries (about one params-sized tree).
+    # Peak = resident state + gradients + the larger of the two phases' temporaries: the
+    # forward/backward pass (gathered weights + activations) and the guarded update's copy.
     state = out["params"] + out["optimizer"] + out["batch"] + out["gradients"]
-    state += out["fsdp_gather"]
-    out["train_total"] = state + max(out["activations"], out["params"])
-    out["train_total_remat"] = state + max(out["activations_remat"], out["params"])
+    fwd = out["fsdp_gather"]
+    out["train_total"] = state + max(fwd + out["activations"], out["update_copy"])
+    out["train_total_remat"] = state + max(fwd + out["activations_remat"], out["update_copy"])
     # Rollouts run between updates with the same params resident (optimizer state too).
     out["sampler_total"] = out["params"] + out["optimizer"] + out["kv_cache"]
     return out
@@ -274,6 +280,9 @@ def report(config, devices: int, accelerator: str | None = None) -> str:
         f"{p['activation_parts']['vision'] / GIB:.2f}, lm head "
         f"{p['activation_parts']['lm_head'] / GIB:.2f})",
         f"  activations (remat) {g(p['activations_remat'])}",
+        f"  guarded update copy {g(p['update_copy'])}   (new params + moments beside the old "
+        "until the non-finite guard's select; the peak takes the larger of it and "
+        "gathered params + activations)",
         f"  sampler KV cache    {g(p['kv_cache'])}",
         f"  train step total    {g(p['train_total'])}   with remat {g(p['train_total_remat'])}",
         f"  sampling total      {g(p['sampler_total'])}",

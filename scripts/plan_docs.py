@@ -26,9 +26,11 @@ pass keeps (residual stream, norms, q/k/v, f32 attention probabilities, MLP gate
 micro-batch of `rl.minibatch_size / rl.accumulation` samples of `agent.max_prompt_tokens +
 agent.max_new_tokens` tokens with one `env.image_size` frame each; with `model.remat` only
 each decoder layer's input is kept (the vision tower is not recomputed). The peak is the
-resident state plus gradients, gathered fsdp weights, and the larger of the activations and
-AdamW's update temporaries. tests/test_plan.py holds these figures within 15% of XLA's
-`memory_analysis()` of the compiled train step for the tiny and a ~100M model on CPU
+resident state plus gradients plus the larger of two phases: the forward/backward pass
+(gathered fsdp weights + activations) and the update, where the non-finite-update guard
+builds the new parameters and AdamW moments beside the old ones before it selects.
+tests/test_plan.py holds these figures within 15% of XLA's `memory_analysis()` of the
+compiled train step for the tiny and a ~100M model on CPU, with each phase as the peak
 (without remat: XLA's CPU scheduler hoists recomputation, so remat's saving only shows on
 an accelerator). Regenerate this section with `python scripts/plan_docs.py`.
 """
