@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -27,7 +26,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run_main_job import cpu_model  # noqa: E402
+from run_main_job import cpu_model, run_parallel  # noqa: E402
 
 # name -> grow_jax.main flags on top of the config (same SFT start and budget for all).
 METHODS = {
@@ -45,31 +44,11 @@ OUT_PNG = os.path.join("docs", "results_curves.png")
 
 def _run_all(jobs: list[tuple[str, list[str]]], parallel: int) -> None:
     """Runs (workdir, cmd) jobs, `parallel` at a time; writes WORKDIR/timing.json."""
-    todo, live = list(jobs), {}
-    while todo or live:
-        while todo and len(live) < parallel:
-            wd, cmd = todo.pop(0)
-            os.makedirs(wd, exist_ok=True)
-            log = open(os.path.join(wd, "stdout.log"), "w")
-            p = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-            live[p.pid] = (wd, cmd, time.time(), [os.getloadavg()[0]], log)
-            print(f"[compare] started {' '.join(cmd[1:])}", flush=True)
-        time.sleep(2)
-        for pid in list(live):
-            wd, cmd, t0, loads, log = live[pid]
-            loads.append(os.getloadavg()[0])
-            done, status, usage = os.wait4(pid, os.WNOHANG)
-            if done == 0:
-                continue
-            log.close()
-            del live[pid]
-            if os.waitstatus_to_exitcode(status) != 0:
-                raise SystemExit(f"[compare] failed: {' '.join(cmd)}; see {wd}/stdout.log")
-            with open(os.path.join(wd, "timing.json"), "w") as f:
-                json.dump(dict(wall_s=time.time() - t0, cpu_s=usage.ru_utime + usage.ru_stime,
-                               peak_rss_mib=usage.ru_maxrss / 1024,
-                               command=" ".join(["python", *cmd[1:]]),
-                               load_avg_mean=float(np.mean(loads))), f)
+    for wd, cmd, rc, timing in run_parallel(jobs, parallel, "compare", poll_s=2):
+        if rc != 0:
+            raise SystemExit(f"[compare] failed: {' '.join(cmd)}; see {wd}/stdout.log")
+        with open(os.path.join(wd, "timing.json"), "w") as f:
+            json.dump(timing, f)
 
 
 def run(root, config, methods, seeds, iterations, extra, parallel):

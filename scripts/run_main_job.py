@@ -53,44 +53,54 @@ def seed_command(workdir: str, config: str, seed: int, extra: list[str]) -> list
             f"--config.seed={seed}", *extra]
 
 
-def run_seeds(root: str, config: str, seeds: list[int], extra: list[str], parallel: int):
-    """Runs every seed (at most `parallel` at once); writes WORKDIR/seedN/timing.json."""
-    todo = list(seeds)
-    live: dict[int, tuple] = {}  # pid -> (seed, workdir, cmd, t0, load samples, log file)
-    failed = []
+def run_parallel(jobs: list[tuple[str, list[str]]], parallel: int, tag: str, poll_s: float):
+    """Runs (workdir, cmd) jobs, at most `parallel` at once, each logging to
+    WORKDIR/stdout.log; yields (workdir, cmd, exit code, timing) as each one ends, timing
+    holding wall and CPU time, peak RSS, the command and the 1-min load average seen."""
+    todo, live = list(jobs), {}  # pid -> (workdir, cmd, t0, load samples, log file)
     while todo or live:
         while todo and len(live) < parallel:
-            seed = todo.pop(0)
-            wd = os.path.join(root, f"seed{seed}")
-            if os.path.exists(os.path.join(wd, "checkpoints")):
-                raise SystemExit(f"{wd} already holds a run; pick a new --workdir")
+            wd, cmd = todo.pop(0)
             os.makedirs(wd, exist_ok=True)
-            cmd = seed_command(wd, config, seed, extra)
             log = open(os.path.join(wd, "stdout.log"), "w")
             p = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-            live[p.pid] = (seed, wd, cmd, time.time(), [os.getloadavg()[0]], log)
-            print(f"[main-job] seed {seed} started: {' '.join(cmd[1:])}", flush=True)
-        time.sleep(5)
+            live[p.pid] = (wd, cmd, time.time(), [os.getloadavg()[0]], log)
+            print(f"[{tag}] started: {' '.join(cmd[1:])}", flush=True)
+        time.sleep(poll_s)
         for pid in list(live):
-            seed, wd, cmd, t0, loads, log = live[pid]
+            wd, cmd, t0, loads, log = live[pid]
             loads.append(os.getloadavg()[0])
             done, status, usage = os.wait4(pid, os.WNOHANG)
             if done == 0:
                 continue
             log.close()
             del live[pid]
-            rc = os.waitstatus_to_exitcode(status)
-            if rc != 0:
-                failed.append(seed)
-                print(f"[main-job] seed {seed} failed (exit {rc}); see {wd}/stdout.log",
-                      flush=True)
-                continue
-            with open(os.path.join(wd, "timing.json"), "w") as f:
-                json.dump(dict(wall_s=time.time() - t0, cpu_s=usage.ru_utime + usage.ru_stime,
-                               command=" ".join(["python", *cmd[1:]]), cpus=os.cpu_count(),
-                               cpu_model=cpu_model(), load_avg_mean=float(np.mean(loads)),
-                               load_avg_max=float(np.max(loads)), parallel=parallel), f)
-            print(f"[main-job] seed {seed} done in {(time.time() - t0) / 60:.1f} min", flush=True)
+            yield wd, cmd, os.waitstatus_to_exitcode(status), dict(
+                wall_s=time.time() - t0, cpu_s=usage.ru_utime + usage.ru_stime,
+                peak_rss_mib=usage.ru_maxrss / 1024, command=" ".join(["python", *cmd[1:]]),
+                load_avg_mean=float(np.mean(loads)), load_avg_max=float(np.max(loads)))
+
+
+def run_seeds(root: str, config: str, seeds: list[int], extra: list[str], parallel: int):
+    """Runs every seed (at most `parallel` at once); writes WORKDIR/seedN/timing.json."""
+    jobs, seed_of = [], {}
+    for seed in seeds:
+        wd = os.path.join(root, f"seed{seed}")
+        if os.path.exists(os.path.join(wd, "checkpoints")):
+            raise SystemExit(f"{wd} already holds a run; pick a new --workdir")
+        jobs.append((wd, seed_command(wd, config, seed, extra)))
+        seed_of[wd] = seed
+    failed = []
+    for wd, _, rc, timing in run_parallel(jobs, parallel, "main-job", poll_s=5):
+        seed = seed_of[wd]
+        if rc != 0:
+            failed.append(seed)
+            print(f"[main-job] seed {seed} failed (exit {rc}); see {wd}/stdout.log", flush=True)
+            continue
+        with open(os.path.join(wd, "timing.json"), "w") as f:
+            json.dump(dict(timing, cpus=os.cpu_count(), cpu_model=cpu_model(),
+                           parallel=parallel), f)
+        print(f"[main-job] seed {seed} done in {timing['wall_s'] / 60:.1f} min", flush=True)
     if failed:
         raise SystemExit(f"seeds {failed} failed")
 
