@@ -38,6 +38,7 @@ class SamplingParams:
     top_p: float = 1.0  # 1 = off
     stop_token_ids: tuple[int, ...] = ()
     suppress_token_ids: tuple[int, ...] = ()  # never sampled (vision placeholders)
+    grammar: object = None  # algo.grammar.TokenGrammar: allowed tokens after the previous one
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -50,9 +51,10 @@ class SamplingParams:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
 
 
-def _choose(logits: jax.Array, rng: jax.Array, sp: SamplingParams):
-    """Picks one token per row; returns (token, its log-probability)."""
-    logits = losses.suppress_tokens(logits.astype(jnp.float32), sp.suppress_token_ids)
+def _choose(logits: jax.Array, prev: jax.Array, rng: jax.Array, sp: SamplingParams):
+    """Picks one token per row after the tokens `prev` [B]; returns (token, its
+    log-probability)."""
+    logits = losses.constrain_logits(logits, sp.suppress_token_ids, sp.grammar, prev)
     if sp.temperature == 0:
         tok = jnp.argmax(logits, axis=-1)
         return tok, jnp.take_along_axis(jax.nn.log_softmax(logits), tok[:, None], 1)[:, 0]
@@ -91,7 +93,7 @@ def _generate(params, rest, rng, batch, *, graphdef, config, sp: SamplingParams)
     stops = jnp.asarray(sp.stop_token_ids or (-1,), jnp.int32)
 
     rng, sub = jax.random.split(rng)
-    tok, lp = _choose(logits[:, -1], sub, sp)
+    tok, lp = _choose(logits[:, -1], ids[:, -1], sub, sp)  # left-padded: last = prompt's
     tokens = jnp.zeros((b, sp.max_new_tokens), jnp.int32).at[:, 0].set(tok)
     logps = jnp.zeros((b, sp.max_new_tokens), jnp.float32).at[:, 0].set(lp)
     done = jnp.isin(tok, stops) | ~batch["row_valid"]  # padding rows never hold the loop
@@ -110,7 +112,7 @@ def _generate(params, rest, rng, batch, *, graphdef, config, sp: SamplingParams)
             prev, pos, mask, cache=cache, cache_pos=(tp + i - 1).astype(jnp.int32)
         )
         rng, sub = jax.random.split(rng)
-        tok, lp = _choose(logits[:, -1], sub, sp)
+        tok, lp = _choose(logits[:, -1], prev[:, 0], sub, sp)
         tok = jnp.where(done, 0, tok)
         lp = jnp.where(done, 0.0, lp)
         tokens = tokens.at[:, i].set(tok)

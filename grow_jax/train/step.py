@@ -58,6 +58,7 @@ class LossConfig:
     entropy_coef: float = 0.0
     aggregation: str = "token_mean"
     suppress_token_ids: tuple[int, ...] = ()  # the sampler's: same distribution in both
+    grammar: Any = None  # the sampler's algo.grammar.TokenGrammar (algo.action_tokens_only)
     # The rollout sampler's settings (policy kind): logprobs are recomputed from
     # losses.policy_logits exactly as sampled. SFT trains the raw model (T = 1, no filter).
     temperature: float = 1.0
@@ -90,6 +91,15 @@ def action_logits(model, mb: dict) -> jax.Array:
     return model.output_logits(action_hidden(model, mb))
 
 
+def constrained_logits(raw: jax.Array, mb: dict, cfg: LossConfig) -> jax.Array:
+    """`raw` action logits [B, K, V] under the rollout policy's suppressed tokens and grammar;
+    the token before each target is the one at its `target_pos`."""
+    prev = None
+    if cfg.grammar is not None:
+        prev = jnp.take_along_axis(mb["input_ids"], mb["target_pos"], axis=1)
+    return losses.constrain_logits(raw, cfg.suppress_token_ids, cfg.grammar, prev)
+
+
 def _loss(params, rest, graphdef, cfg: LossConfig, mb: dict):
     """Loss of one micro-batch; `params` is (model params, value head) when value_coef."""
     head = None
@@ -100,13 +110,13 @@ def _loss(params, rest, graphdef, cfg: LossConfig, mb: dict):
     raw = model.output_logits(hidden)
     mask = mb["loss_mask"]
     if cfg.kind == "sft":
-        logits = losses.suppress_tokens(raw.astype(jnp.float32), cfg.suppress_token_ids)
+        logits = constrained_logits(raw, mb, cfg)
         loss = -losses.masked_mean(losses.token_logprobs(logits, mb["targets"]), mask,
                                    cfg.aggregation)
         return loss, {"loss": loss, "nll": loss}
-    logits = losses.policy_logits(raw, temperature=cfg.temperature, top_k=cfg.top_k,
-                                  top_p=cfg.top_p, suppress_token_ids=cfg.suppress_token_ids,
-                                  always_keep=mb["targets"])
+    logits = losses.policy_logits(constrained_logits(raw, mb, cfg),
+                                  temperature=cfg.temperature, top_k=cfg.top_k,
+                                  top_p=cfg.top_p, always_keep=mb["targets"])
     logp = losses.token_logprobs(logits, mb["targets"])
     entropy = losses.token_entropy(logits) if cfg.entropy_coef else None
     loss, metrics = losses.policy_loss(
