@@ -120,7 +120,7 @@ class Run:
         cfg = LossConfig(kind=kind, clip_low=g.clip_low, clip_high=g.clip_high,
                          kl_coef=g.kl_coef, entropy_coef=g.entropy_coef,
                          aggregation=g.aggregation, suppress_token_ids=self.suppressed,
-                         grammar=self.grammar,
+                         grammar=self.grammar, kl_stop=1.5 * self.config.rl.target_kl,
                          temperature=self.config.agent.temperature, top_k=self.config.agent.top_k,
                          top_p=self.config.agent.top_p, value_coef=g.value_coef if value else 0.0)
         params = nnx.state(self.model, nnx.Param)
