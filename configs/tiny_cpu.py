@@ -12,13 +12,15 @@ Choices (measured with scripts/run_main_job.py; README has the figures):
 - A deliberately short SFT (few demonstrations, few steps) so the start still explores: a
   same-seed group then holds successes and failures, which is GROW's learning signal.
 - Stability over seeds (docs/stability.md): an action grammar (one action word, then
-  <|im_end|>, in the sampler and the loss) so no update can break the turn format; all-success groups get no advantage
+  <|im_end|>, in the sampler and the loss) so no update can break the turn format;
+  all-success groups get no advantage
   (`algo.grow_uniform_groups="skip"`: with the paper's std normalization their small
   discount and length differences become full-size pushes), an epoch stops the
   iteration's updates once its approx_kl exceeds `rl.target_kl` (a minibatch's, 1.5x),
   the learning rate warms up over the first iteration (fresh Adam moments make the first
   steps full-size) and decays (cosine) so late updates on a sharp policy are small; with
-  these guards the learning rate is doubled to 1e-3. 60 iterations (30 left every seed still rising).
+  these guards the learning rate is doubled to 1e-3. 60 iterations (30 left every seed
+  still rising).
 """
 
 from grow_jax.config_utils import base_config
