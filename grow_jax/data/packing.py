@@ -26,7 +26,7 @@ import numpy as np
 from grow_jax.data.samples import (BatchShape, ImageSlots, Sample, pack_images, round_up,
                                    target_arrays)
 
-PACK_FACTOR = 4  # automatic row length: this many padded buckets (see `row_length`)
+MAX_FACTOR = 8  # automatic row lengths: up to this many padded buckets (see `fit`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,16 +41,22 @@ class PackedShape:
     images: ImageSlots
 
 
-def row_length(shape: BatchShape, pack_len: int) -> int:
-    """Packed row length: `pack_len` if set (must hold the longest sample), else
-    PACK_FACTOR padded buckets (long enough to pack well, short enough that attention
-    over a row stays a small share of the decoder's FLOPs)."""
+def check_pack_len(shape: BatchShape, pack_len: int) -> None:
+    """`rl.pack_len` must be 0 (automatic) or hold the longest sample's bucket."""
     if pack_len < 0:
         raise ValueError(f"rl.pack_len must be >= 0 (0: automatic), got {pack_len}")
     if pack_len and pack_len < shape.seq:
         raise ValueError(f"rl.pack_len={pack_len} is shorter than the longest sample's bucket "
                          f"({shape.seq} tokens); use 0 (automatic) or >= {shape.seq}")
-    return pack_len or PACK_FACTOR * shape.seq
+
+
+def attention_share(text_config) -> float:
+    """Attention FLOPs per token and per key, relative to a decoder layer's matmul FLOPs
+    per token: a row of L tokens costs L * (1 + L * share) token-equivalents, since XLA
+    computes every (query, key) score of a row and masks it."""
+    t = text_config
+    d, q, kv = t.hidden_size, t.num_attention_heads * t.head_dim, t.num_key_value_heads * t.head_dim
+    return 4 * q / (2 * (2 * d * q + 2 * d * kv + 3 * d * t.intermediate_size))
 
 
 def assign_rows(lengths: Sequence[int], row_len: int) -> list[list[int]]:
@@ -71,18 +77,29 @@ def assign_rows(lengths: Sequence[int], row_len: int) -> list[list[int]]:
     return rows
 
 
-def fit(batches: Sequence[Sequence[Sample]], shape: BatchShape, row_len: int,
-        row_multiple: int = 1) -> PackedShape:
-    """The smallest bucketed packed shape that holds every micro-batch in `batches`
-    (sample slots, action slots and image layout are `shape`'s)."""
-    rows, row_targets = 1, 1
-    for samples in batches:
-        layout = assign_rows([s.length for s in samples], row_len)
-        rows = max(rows, len(layout))
-        row_targets = max([row_targets] + [sum(len(samples[i].target_pos) for i in r)
-                                           for r in layout])
-    return PackedShape(shape.batch, shape.targets, round_up(rows, row_multiple), row_len,
-                       round_up(row_targets, 8), shape.images)
+def fit(batches: Sequence[Sequence[Sample]], shape: BatchShape, text_config, pack_len: int = 0,
+        row_multiple: int = 1, seq_multiple: int = 16) -> PackedShape:
+    """The cheapest bucketed packed shape that holds every micro-batch in `batches` (sample
+    slots, action slots and image layout are `shape`'s). Row length: `pack_len`, or (0)
+    the multiple of `seq_multiple` from the padded bucket up to MAX_FACTOR buckets whose
+    rows x L x (1 + L * attention share) is smallest, so attention over long rows does
+    not eat what packing saves."""
+    check_pack_len(shape, pack_len)
+    lengths = [[s.length for s in samples] for samples in batches]
+    share = attention_share(text_config)
+    best = None
+    lens = [pack_len] if pack_len else range(shape.seq, MAX_FACTOR * shape.seq + 1, seq_multiple)
+    for L in lens:
+        layouts = [assign_rows(n, L) for n in lengths]
+        rows = round_up(max([1] + [len(x) for x in layouts]), row_multiple)
+        cost = rows * L * (1 + L * share)
+        if best is None or cost < best[0]:
+            best = cost, L, rows, layouts
+    _, L, rows, layouts = best
+    row_targets = max([1] + [sum(len(samples[i].target_pos) for i in r)
+                             for samples, layout in zip(batches, layouts) for r in layout])
+    return PackedShape(shape.batch, shape.targets, rows, L, round_up(row_targets, 8),
+                       shape.images)
 
 
 def collate_packed(samples: Sequence[Sample], shape: PackedShape, model_config,

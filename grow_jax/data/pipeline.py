@@ -39,7 +39,7 @@ def epoch_batches(samples: Sequence[Sample], shape: BatchShape, model_config, *,
     Each epoch holds ceil(N / (B*A)) updates; the last update is topped up with
     zero-weight padding rows so no sample is dropped and shapes stay static.
     `pack_len` (None: pad each sample): pack micro-batches into rows of that many tokens
-    (0: `packing.row_length`'s automatic length), `row_multiple` rows at a time.
+    (0: the cheapest length, `packing.fit`), `row_multiple` rows at a time.
     """
     if not samples:
         raise ValueError("no samples to train on")
@@ -48,7 +48,7 @@ def epoch_batches(samples: Sequence[Sample], shape: BatchShape, model_config, *,
     to_batch = functools.partial(collate, shape=shape, model_config=model_config,
                                  pad_id=pad_id, fields=fields)
     if pack_len is not None:
-        row_len = packing.row_length(shape, pack_len)
+        packing.check_pack_len(shape, pack_len)
     ds = grain.MapDataset.source(list(samples)).shuffle(seed=seed).repeat(epochs)
     per_update = shape.batch * accumulation
     updates = -(-n // per_update)
@@ -60,7 +60,7 @@ def epoch_batches(samples: Sequence[Sample], shape: BatchShape, model_config, *,
         else:
             groups = list(epoch.batch(shape.batch, batch_fn=list))
             groups += [[]] * (updates * accumulation - len(groups))
-            pshape = packing.fit(groups, shape, row_len, row_multiple)
+            pshape = packing.fit(groups, shape, model_config.text, pack_len, row_multiple)
             micro = [packing.collate_packed(g, pshape, model_config, pad_id, fields)
                      for g in groups]
         yield stack_micro_batches(micro, accumulation)

@@ -42,7 +42,7 @@ def _both(samples, batch, row_len):
     """(padded, packed) micro-batches of `samples` as one [1, 1, ...] update each."""
     shape = BatchShape.fit(samples, batch)
     padded = collate(samples, shape, CFG)
-    pshape = packing.fit([samples], shape, row_len)
+    pshape = packing.fit([samples], shape, CFG.text, row_len)
     packed = packing.collate_packed(samples, pshape, CFG)
     return stack_micro_batches([padded], 1), stack_micro_batches([packed], 1), pshape
 
@@ -124,7 +124,7 @@ def test_epoch_batches_packed_trains_like_padded():
     pad = list(epoch_batches(samples, shape, CFG, **kw))
     pk = list(epoch_batches(samples, shape, CFG, pack_len=0, row_multiple=2, **kw))
     assert pk[0]["input_ids"].shape[:2] == (2, 1)  # 2 updates, the last topped up
-    assert pk[0]["input_ids"].shape[3] == packing.PACK_FACTOR * shape.seq
+    assert pk[0]["input_ids"].shape[3] % 16 == 0 and pk[0]["input_ids"].shape[3] >= shape.seq
     assert pk[0]["input_ids"].shape[2] % 2 == 0
     np.testing.assert_array_equal(pk[1]["advantages"], pad[1]["advantages"])
     learner = _learner()
@@ -136,13 +136,25 @@ def test_epoch_batches_packed_trains_like_padded():
     _assert_close(out[0], out[1])
 
 
+def test_automatic_row_length_is_the_cheapest():
+    """pack_len=0 tries every candidate length and keeps the one of least estimated cost."""
+    samples = _samples(16, seed=5)
+    shape = BatchShape.fit(samples, 16)
+    auto = packing.fit([samples], shape, CFG.text)
+    share = packing.attention_share(CFG.text)
+    cost = lambda p: p.rows * p.row_len * (1 + p.row_len * share)  # noqa: E731
+    for L in range(shape.seq, packing.MAX_FACTOR * shape.seq + 1, 16):
+        assert cost(auto) <= cost(packing.fit([samples], shape, CFG.text, L))
+    assert cost(auto) < shape.batch * shape.seq * (1 + shape.seq * share)
+
+
 def test_pack_len_errors_name_the_key():
     samples = _samples(4, seed=4)
     shape = BatchShape.fit(samples, 4)
     with pytest.raises(ValueError, match="rl.pack_len"):
-        packing.row_length(shape, shape.seq - 1)
+        packing.fit([samples], shape, CFG.text, shape.seq - 1)
     with pytest.raises(ValueError, match="rl.pack_len"):
-        packing.row_length(shape, -1)
-    small = dataclasses.replace(packing.fit([samples], shape, 2 * shape.seq), rows=1)
+        list(epoch_batches(samples, shape, CFG, epochs=1, pack_len=-1))
+    small = dataclasses.replace(packing.fit([samples], shape, CFG.text, 2 * shape.seq), rows=1)
     with pytest.raises(ValueError, match="packed rows"):
         packing.collate_packed(samples, small, CFG)
