@@ -188,7 +188,13 @@ def section() -> str:
                 f"{tm['interconnect']:.2f} | {r['bound']} | {100 * r['mfu_overlap']:.0f}% / "
                 f"{100 * r['mfu_serial']:.0f}% | {r['samples_per_s']:.0f} |")
             decode_rows.append((chip, mcfg, cache_len))
-    out += ["", "Model FLOPs count forward x3 (what MFU is defined on); executed FLOPs add "
+    out += ["", "MFU bound: `overlap` assumes compute, HBM traffic and interconnect fully "
+            "overlap and matmuls at peak (an upper bound: expect less); `serial` adds the "
+            "three times as if nothing overlapped. A well-tuned step lands between the two, "
+            "nearer the first when XLA's latency-hiding scheduler overlaps the fsdp "
+            "collectives with compute (on by default on TPU; on GPU "
+            "`--xla_gpu_enable_latency_hiding_scheduler=true` in `XLA_FLAGS`).", "",
+            "Model FLOPs count forward x3 (what MFU is defined on); executed FLOPs add "
             "remat's recomputing forward, so remat alone caps MFU at 75%. The vision tower "
             "is counted at one image slot per sample of `env.image_size`^2 patches; the "
             "sequence is the planner's bucket of `agent.max_prompt_tokens + "

@@ -185,7 +185,8 @@ def test_rl_pack_trains_like_padding_through_the_cli(tmp_path):
     for pack in (False, True):
         wd = str(tmp_path / f"pack{pack}")
         out = subprocess.run(_cmd(wd, f"--config.rl.pack={pack}", "--config.rl.iterations=1",
-                                  "--config.algo.name=ppo", "--config.eval.every=0", "--config.eval.episodes=1",
+                                  "--config.algo.name=ppo", "--config.eval.every=0",
+                                  "--config.eval.episodes=1",
                                   "--config.eval.num_envs=1", "--config.eval.videos=0"),
                              cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, out.stderr[-3000:]
