@@ -117,6 +117,8 @@ def get_config() -> ml_collections.ConfigDict:
     r.target_kl = 0.0  # stop the iteration once an epoch's approx_kl > it (a minibatch's > 1.5x)
     r.schedule = "constant"  # RL learning rate: constant | cosine (to lr * final_lr_ratio)
     r.final_lr_ratio = 0.1  # cosine floor as a fraction of rl.lr
+    r.pack = False  # pack several samples per token row (per-sample attention) instead of padding
+    r.pack_len = 0  # rl.pack: tokens per packed row; 0: the cheapest for each epoch's samples
 
     c.sft = s = ml_collections.ConfigDict()
     s.demo_episodes = 64  # expert (bot) episodes recorded as demonstrations

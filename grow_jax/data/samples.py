@@ -217,6 +217,28 @@ class BatchShape:
         return BatchShape(batch, seq, k, ImageSlots.fit(grids, batch * imgs, batch * patches))
 
 
+def target_arrays(samples: Sequence[Sample], batch: int, targets: int,
+                  fields: tuple[str, ...]) -> dict:
+    """The per-sample action-token arrays [batch, targets] of a batch, whatever its token
+    layout: targets/loss_mask/old_logprobs/advantages and each optional field in `fields`;
+    rows past len(samples) are zero-weight padding."""
+    b, k = batch, targets
+    out = dict(targets=np.zeros((b, k), np.int32), loss_mask=np.zeros((b, k), np.float32),
+               old_logprobs=np.zeros((b, k), np.float32), advantages=np.zeros((b, k), np.float32))
+    out.update({f: np.zeros((b, k), np.float32) for f in fields})
+    for i, s in enumerate(samples):
+        kk = len(s.target_pos)
+        out["targets"][i, :kk] = s.input_ids[s.target_pos + 1]
+        out["loss_mask"][i, :kk] = 1.0
+        out["old_logprobs"][i, :kk] = s.old_logprobs
+        out["advantages"][i, :kk] = s.advantages
+        for f in fields:
+            if getattr(s, f) is None:
+                raise ValueError(f"collate: a sample has no {f} (the batch's fields: {fields})")
+            out[f][i, :kk] = getattr(s, f)
+    return out
+
+
 def collate(samples: Sequence[Sample], shape: BatchShape, model_config, pad_id: int = 0,
             fields: tuple[str, ...] | None = None) -> dict:
     """Left-pads samples into fixed-shape arrays; missing rows become zero-weight padding.
@@ -228,7 +250,6 @@ def collate(samples: Sequence[Sample], shape: BatchShape, model_config, pad_id: 
     """
     if fields is None:
         fields = samples[0].optional_fields() if samples else ()
-    extra = {f: np.zeros((shape.batch, shape.targets), np.float32) for f in fields}
     b, t, k = shape.batch, shape.seq, shape.targets
     if len(samples) > b:
         raise ValueError(f"{len(samples)} samples do not fit a batch of {b}")
@@ -236,10 +257,6 @@ def collate(samples: Sequence[Sample], shape: BatchShape, model_config, pad_id: 
     mask = np.zeros((b, t), np.int32)
     pos = np.zeros((3, b, t), np.int32)
     tpos = np.zeros((b, k), np.int32)
-    tgt = np.zeros((b, k), np.int32)
-    lmask = np.zeros((b, k), np.float32)
-    oldlp = np.zeros((b, k), np.float32)
-    adv = np.zeros((b, k), np.float32)
     for i, s in enumerate(samples):
         n = s.length
         if n > t or len(s.target_pos) > k:
@@ -249,23 +266,13 @@ def collate(samples: Sequence[Sample], shape: BatchShape, model_config, pad_id: 
         ids[i, off:] = s.input_ids
         mask[i, off:] = 1
         pos[:, i, off:] = s.position_ids
-        kk = len(s.target_pos)
-        tpos[i, :kk] = s.target_pos + off
-        tgt[i, :kk] = s.input_ids[s.target_pos + 1]
-        lmask[i, :kk] = 1.0
-        oldlp[i, :kk] = s.old_logprobs
-        adv[i, :kk] = s.advantages
-        for f, arr in extra.items():
-            if getattr(s, f) is None:
-                raise ValueError(f"collate: a sample has no {f} (the batch's fields: {fields})")
-            arr[i, :kk] = getattr(s, f)
+        tpos[i, :len(s.target_pos)] = s.target_pos + off
     grid = (np.concatenate([s.image_grid_thw for s in samples]) if samples
             else np.zeros((0, 3), np.int32))
     pixel_values, vpos, seg = pack_images([s.pixel_values for s in samples], grid,
                                           shape.images, model_config)
     out = dict(input_ids=ids, attention_mask=mask, position_ids=pos,
                pixel_values=pixel_values, vision_pos_ids=vpos, vision_segment_ids=seg,
-               target_pos=tpos, targets=tgt, loss_mask=lmask, old_logprobs=oldlp,
-               advantages=adv)
-    out.update(extra)
+               target_pos=tpos)
+    out.update(target_arrays(samples, b, k, fields))
     return out

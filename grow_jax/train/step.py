@@ -32,7 +32,7 @@ BATCH_AXES = ("data", "fsdp")
 _BATCH_DIM = dict(input_ids=0, attention_mask=0, position_ids=1, pixel_values=0,
                   vision_pos_ids=0, vision_segment_ids=0, target_pos=0, targets=0,
                   loss_mask=0, old_logprobs=0, advantages=0, ref_logprobs=0, old_values=0,
-                  returns=0, token_weights=0)
+                  returns=0, token_weights=0, segment_ids=0, target_slot=0)
 
 
 @flax.struct.dataclass
@@ -81,13 +81,18 @@ class LossConfig:
 
 def action_hidden(model, mb: dict) -> jax.Array:
     """Final hidden states [B, K, D] at the positions that predict action tokens (the
-    first is the last prompt position, where the value head reads)."""
+    first is the last prompt position, where the value head reads); a packed batch
+    (grow_jax.data.packing) computes them per row and `target_slot` picks each sample's."""
     image_embeds = None
     if mb["pixel_values"].shape[0]:
         image_embeds = model.encode_images(mb["pixel_values"], mb["vision_pos_ids"],
                                            mb["vision_segment_ids"])
-    return model.hidden_states(mb["input_ids"], mb["position_ids"], mb["attention_mask"],
-                               image_embeds=image_embeds, logits_at=mb["target_pos"])[0]
+    hidden = model.hidden_states(mb["input_ids"], mb["position_ids"], mb["attention_mask"],
+                                 image_embeds=image_embeds, logits_at=mb["target_pos"],
+                                 segment_ids=mb.get("segment_ids"))[0]
+    if "target_slot" in mb:
+        hidden = hidden.reshape(-1, hidden.shape[-1])[mb["target_slot"]]
+    return hidden
 
 
 def action_logits(model, mb: dict) -> jax.Array:

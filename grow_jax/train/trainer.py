@@ -447,7 +447,10 @@ def _train(run: Run):
             shape = BatchShape.fit(samples, r.minibatch_size)
             for batches in epoch_batches(samples, shape, run.mcfg, epochs=r.epochs,
                                          accumulation=r.accumulation,
-                                         seed=hash((c.seed, it)) % 2**31, pad_id=run.pad_id):
+                                         seed=hash((c.seed, it)) % 2**31, pad_id=run.pad_id,
+                                         pack_len=r.pack_len if r.pack else None,
+                                         row_multiple=run.mesh.shape["data"]
+                                         * run.mesh.shape["fsdp"]):
                 state, m = learner.step(state, batches)
                 m = {k: float(v) for k, v in jax.device_get(m).items()}
                 skips.update(m, jax.tree.leaves(batches)[0].shape[0])  # pops the skip counters

@@ -174,3 +174,23 @@ def test_other_model_size_is_one_line_error_and_changes_nothing(tmp_path):
     assert "does not fit this model" in errors[0] and "in the checkpoint" in errors[0]
     assert "Traceback" not in out.stderr
     assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == before
+
+
+@pytest.mark.slow
+def test_rl_pack_trains_like_padding_through_the_cli(tmp_path):
+    """--config.rl.pack=True: the same iteration (same rollouts) gives the padded run's loss
+    and update metrics (packing changes the layout, not the estimator); PPO, so that the
+    value head's read and loss ride along and advantages are non-zero without rewards."""
+    rows = {}
+    for pack in (False, True):
+        wd = str(tmp_path / f"pack{pack}")
+        out = subprocess.run(_cmd(wd, f"--config.rl.pack={pack}", "--config.rl.iterations=1",
+                                  "--config.algo.name=ppo", "--config.eval.every=0",
+                                  "--config.eval.episodes=1",
+                                  "--config.eval.num_envs=1", "--config.eval.videos=0"),
+                             cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+        rows[pack] = [r for r in _rows(wd) if r["phase"] == "train"][0]
+    assert rows[False]["samples"] == rows[True]["samples"] > 0
+    for key in ("loss", "grad_norm", "vf_loss", "approx_kl"):
+        assert abs(rows[False][key] - rows[True][key]) < 1e-5, key

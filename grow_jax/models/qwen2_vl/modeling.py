@@ -48,6 +48,11 @@ def causal_mask(q_slot, k_slot, valid):
     return ((k_slot[None, None, :] <= q_slot[:, :, None]) & valid[:, None, :])[:, None]
 
 
+def segment_mask(q_seg, k_seg):
+    """[B, 1, Tq, S]: a query sees only keys of its own segment (packed samples)."""
+    return (q_seg[:, :, None] == k_seg[:, None, :])[:, None]
+
+
 def mrope_cos_sin(position_ids, t: TextConfig, dtype):
     """cos, sin [B, T, head_dim] from M-RoPE ids [3, B, T]: frequency band i uses axis sel[i]."""
     hd = t.head_dim
@@ -185,9 +190,12 @@ class Qwen2VL(nnx.Module):
         return shard(logits, ("batch", None, "vocab"))
 
     def hidden_states(self, input_ids, position_ids, attention_mask, image_embeds=None,
-                      cache=None, cache_pos=None, logits_at=None):
+                      cache=None, cache_pos=None, logits_at=None, segment_ids=None):
         """`forward` before the output layer: final-normed hidden states [B, T or K, D]
-        (also what a value head reads) and the updated cache."""
+        (also what a value head reads) and the updated cache.
+
+        `segment_ids` (int [B, T], no cache): packed rows (grow_jax.data.packing); tokens
+        attend causally within their own segment only."""
         c, t = self.config, self.config.text
         dtype = dtype_of(c.dtype)
         B, T = input_ids.shape
@@ -218,12 +226,21 @@ class Qwen2VL(nnx.Module):
             start = cache_pos
             k_slot = jnp.arange(L)
         mask = causal_mask(start + jnp.arange(T), k_slot, valid)
+        if segment_ids is not None:
+            if cache is not None:
+                raise ValueError("hidden_states: segment_ids (packed rows) take no cache")
+            mask = mask & segment_mask(segment_ids, segment_ids)
 
         # Only the logits rows feed the output, so the last layer computes queries, attention
         # output and MLP at those rows only (keys/values still cover every position).
         rows = None if logits_at is None else logits_at.astype(jnp.int32)
         new_cache = None if cache is None else []
         call = _remat_layer if c.remat and cache is None else _call_layer
+        last_mask = None
+        if rows is not None:
+            last_mask = causal_mask(start + rows, k_slot, valid)
+            if segment_ids is not None:
+                last_mask = last_mask & segment_mask(take_rows(segment_ids, rows), segment_ids)
         for i, layer in enumerate(self.layers):
             last = rows is not None and i == len(self.layers) - 1
             x, kv = call(
@@ -231,7 +248,7 @@ class Qwen2VL(nnx.Module):
                 x,
                 cos,
                 sin,
-                causal_mask(start + rows, k_slot, valid) if last else mask,
+                last_mask if last else mask,
                 None if cache is None else cache[i],
                 cache_pos,
                 rows if last else None,
