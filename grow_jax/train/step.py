@@ -102,10 +102,13 @@ def action_logits(model, mb: dict) -> jax.Array:
 
 def constrained_logits(raw: jax.Array, mb: dict, cfg: LossConfig) -> jax.Array:
     """`raw` action logits [B, K, V] under the rollout policy's suppressed tokens and grammar;
-    the token before each target is the one at its `target_pos`."""
+    the token before each target is the one at its `target_pos` (in a packed batch, per
+    row, then picked per sample by `target_slot` as in `action_hidden`)."""
     prev = None
     if cfg.grammar is not None:
         prev = jnp.take_along_axis(mb["input_ids"], mb["target_pos"], axis=1)
+        if "target_slot" in mb:
+            prev = prev.reshape(-1)[mb["target_slot"]]
     return losses.constrain_logits(raw, cfg.suppress_token_ids, cfg.grammar, prev)
 
 
