@@ -22,9 +22,13 @@ Choices (measured with scripts/run_main_job.py; README has the figures):
   discount and length differences become full-size pushes), an epoch stops the
   iteration's updates once its approx_kl exceeds `rl.target_kl` (a minibatch's, 1.5x),
   the learning rate warms up over the first iteration (fresh Adam moments make the first
-  steps full-size) and decays (cosine) so late updates on a sharp policy are small; with
-  these guards the learning rate is doubled to 1e-3. 60 iterations (30 left every seed
-  still rising).
+  steps full-size) and decays (cosine) so late updates on a sharp policy are small.
+- lr 5e-4: at 1e-3 (with the grammar) seeds learned faster but the first update of an
+  iteration, where every ratio is 1 and clipping cannot act yet, sometimes moved the policy
+  to approx_kl 0.3-0.5 on its own (a few rare sampled actions with large advantages steer
+  a full-size Adam step), and training success fell by half within an iteration. The
+  per-minibatch KL check stops the updates after such a step, not the step itself; a
+  smaller step does. 60 iterations (30 left every seed still rising).
 """
 
 from grow_jax.config_utils import base_config
@@ -64,7 +68,7 @@ def get_config():
     r.groups_per_iter = 16
     r.epochs = 4  # 2 epochs: 37% after 20 iterations; 4 epochs: 57% (300 eval episodes)
     r.minibatch_size = 512
-    r.lr = 1e-3  # at 5e-4 slow seeds barely moved the policy (approx_kl far below target_kl)
+    r.lr = 5e-4  # 1e-3: single first-of-iteration updates spiked to approx_kl 0.3-0.5
     r.warmup_steps = 20  # ~one iteration's updates: fresh Adam made seed 0's first one spike
     r.grad_clip = 1.0
     r.target_kl = 0.03  # skip an iteration's remaining epochs after an approx_kl spike
