@@ -3,7 +3,17 @@
 Every turn, the prompts of all live episodes go through one jitted `Sampler.sample`; the
 sampled tokens are decoded into env actions (garbled text -> no-op, flagged invalid, with
 a format penalty), all live envs step together through the `EnvPool`, and each decision
-is appended to its episode's `Trajectory`. Finished envs drop out of the batch.
+is appended to its episode's `Trajectory`. Finished envs drop out of the batch. The
+sampling key of env i at turn t is fold_in(fold_in(rng, t), i) (`Sampler.sample` row_ids).
+
+Pipelining (`env.pipeline`, a pool with `step_async`): the live envs are cut into two
+halves that share no env worker (`pool.split_halves`); while one half steps in its workers,
+the loop samples the other half's actions, so a turn costs about max(envs, sampler) instead
+of their sum. The sampler draws each env's tokens from a key of its own (the call's key
+folded with the env index), and a row's logits do not depend on the other rows of its
+batch (XLA does not promise this; tests/test_rollout_loop.py checks it on the CPU), so the
+trajectories are those of the sequential loop for the same seeds and rng.
+`RolloutStats.env_s` is then the time the loop waited for envs (not hidden by sampling).
 
 Env faults (a pool that restarts what faulted, see `grow_jax.envs.pool`): an episode whose
 env faulted leaves the batch; the pool's `fault_policy` "drop" (the default for pools
@@ -72,11 +82,14 @@ def image_token_count(frame_shape, model_config, fit_mode="pad") -> int:
 
 def run_episodes(pool, agent: Agent, sampler, params, *, seeds: Sequence[int],
                  groups: Sequence[int], rng: jax.Array, format_penalty: float = 0.0,
-                 fit_mode: str = "pad", stats: RolloutStats | None = None) -> list[Trajectory]:
+                 fit_mode: str = "pad", stats: RolloutStats | None = None,
+                 pipeline: bool | None = None) -> list[Trajectory]:
     """Plays one episode in every env of `pool` (env i: seed seeds[i], group groups[i]).
 
     Returns the trajectories in env order. Episodes end on termination, truncation or
-    the env's own step cap (`Task.max_steps`).
+    the env's own step cap (`Task.max_steps`). `pipeline` (None: the pool's `pipeline`,
+    i.e. `env.pipeline`) steps one half of the envs while sampling the other half's actions
+    (module docstring); the trajectories are the same either way.
     """
     stats = stats if stats is not None else RolloutStats()
     t_start = time.perf_counter()
@@ -84,6 +97,10 @@ def run_episodes(pool, agent: Agent, sampler, params, *, seeds: Sequence[int],
     if len(seeds) != n or len(groups) != n:
         raise ValueError(f"need one seed and one group per env ({n}), got {len(seeds)} seeds "
                          f"and {len(groups)} groups")
+    pipeline = getattr(pool, "pipeline", False) if pipeline is None else pipeline
+    if pipeline and not hasattr(pool, "step_async"):
+        raise ValueError(f"pipelined rollouts (env.pipeline) need a pool with step_async / "
+                         f"split_halves (EnvPool, RayEnvPool), got {type(pool).__name__}")
     t0 = time.perf_counter()
     obs = pool.reset(seeds)
     stats.env_s += time.perf_counter() - t0
@@ -97,40 +114,41 @@ def run_episodes(pool, agent: Agent, sampler, params, *, seeds: Sequence[int],
     live = [i for i in range(n) if i not in faulted]
     n_img = image_token_count(obs[live[0]]["image"].shape, mcfg, fit_mode) if live else 0
     prompt_cache: dict = {}
-    while live:
+
+    def act(ids: list[int], turn: int):
+        """Prompts, one sampler call and decoded actions for envs `ids` (all at `turn`).
+        Env i's randomness is fold_in(fold_in(rng, turn), i): the same in any batch."""
         t0 = time.perf_counter()
         prompts, images = [], []
-        for i in live:
+        for i in ids:
             tr = trajs[i]
             shown = shown_steps(tr, agent.history)
             key = (tr.instruction, tuple(st.action_text for st in shown))
-            ids = prompt_cache.get(key) if agent.history >= 0 else None
-            if ids is None:
-                ids = agent.prompt_ids(tr.instruction, shown, n_img)
+            p_ids = prompt_cache.get(key) if agent.history >= 0 else None
+            if p_ids is None:
+                p_ids = agent.prompt_ids(tr.instruction, shown, n_img)
                 if agent.history >= 0:
-                    prompt_cache[key] = ids
-            prompts.append(ids)
+                    prompt_cache[key] = p_ids
+            prompts.append(p_ids)
             images.append(encode_images([st.frame for st in shown] + [obs[i]["image"]], mcfg,
                                         fit_mode))
         t1 = time.perf_counter()
         stats.prep_s += t1 - t0
-        rng, sub = jax.random.split(rng)
-        tokens, logps = sampler.sample(params, prompts, images, rng=sub)
+        tokens, logps = sampler.sample(params, prompts, images,
+                                       rng=jax.random.fold_in(rng, turn), row_ids=ids)
         stats.sample_s += time.perf_counter() - t1
-        actions, decoded = [], []
-        for j, i in enumerate(live):
-            action, valid, text = agent.decode(tokens[j])
-            actions.append(action)
-            decoded.append((valid, text))
-        t0 = time.perf_counter()
-        new_obs, rew, term, trunc, infos = pool.step(actions, indices=live)
-        stats.env_s += time.perf_counter() - t0
+        return prompts, tokens, logps, [agent.decode(t) for t in tokens]
+
+    def record(ids: list[int], acted, stepped) -> list[int]:
+        """Appends each env's decision; returns the envs still playing."""
+        prompts, tokens, logps, decoded = acted
+        new_obs, rew, term, trunc, infos = stepped
         still = []
-        for j, i in enumerate(live):
+        for j, i in enumerate(ids):
             if "env_fault" in infos[j]:
                 faulted.add(i)
                 continue
-            valid, text = decoded[j]
+            _, valid, text = decoded[j]
             tr = trajs[i]
             tr.steps.append(Step(frame=obs[i]["image"], prompt_ids=np.asarray(prompts[j], np.int32),
                                  action_ids=np.asarray(tokens[j], np.int32),
@@ -143,9 +161,40 @@ def run_episodes(pool, agent: Agent, sampler, params, *, seeds: Sequence[int],
                 tr.terminated, tr.truncated = bool(term[j]), bool(trunc[j])
             else:
                 still.append(i)
-        stats.env_steps += len(live)
-        stats.decisions += len(live)
-        live = still
+        stats.env_steps += len(ids)
+        stats.decisions += len(ids)
+        return still
+
+    def timed(fn, *args):
+        t0 = time.perf_counter()
+        out = fn(*args)
+        stats.env_s += time.perf_counter() - t0
+        return out
+
+    if not pipeline:
+        turn = 0
+        while live:
+            acted = act(live, turn)
+            stepped = timed(lambda: pool.step([d[0] for d in acted[3]], indices=live))
+            live, turn = record(live, acted, stepped), turn + 1
+    else:
+        # half k's step runs in its workers while the loop records and samples the other half
+        inflight = {}
+
+        def launch(k, ids, turn):
+            acted = act(ids, turn)
+            inflight[k] = (timed(pool.step_async, [d[0] for d in acted[3]], ids), ids, turn,
+                           acted)
+
+        for k, half in enumerate(pool.split_halves(live)):
+            if half:
+                launch(k, half, 0)
+        while inflight:
+            for k in sorted(inflight):
+                handle, ids, turn, acted = inflight.pop(k)
+                still = record(ids, acted, timed(pool.step_wait, handle))
+                if still:
+                    launch(k, still, turn + 1)
     stats.total_s += time.perf_counter() - t_start
     stats.env_faults += len(faulted)
     if getattr(pool, "fault_policy", "drop") == "fail":

@@ -50,22 +50,35 @@ class SamplingParams:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
 
 
+def _split(rng: jax.Array):
+    """(next, sub) of one key, or of each row's key ([B] keys: per-row randomness)."""
+    if rng.ndim:
+        both = jax.vmap(jax.random.split)(rng)
+        return both[:, 0], both[:, 1]
+    return tuple(jax.random.split(rng))
+
+
 def _choose(logits: jax.Array, rng: jax.Array, sp: SamplingParams):
-    """Picks one token per row; returns (token, its log-probability)."""
+    """Picks one token per row (rng: one key, or one key per row); returns (token, its
+    log-probability)."""
     logits = losses.suppress_tokens(logits.astype(jnp.float32), sp.suppress_token_ids)
     if sp.temperature == 0:
         tok = jnp.argmax(logits, axis=-1)
         return tok, jnp.take_along_axis(jax.nn.log_softmax(logits), tok[:, None], 1)[:, 0]
     filt = losses.policy_logits(logits, temperature=sp.temperature, top_k=sp.top_k,
                                 top_p=sp.top_p)
-    tok = jax.random.categorical(rng, filt, axis=-1)
+    if rng.ndim:
+        tok = jax.vmap(jax.random.categorical)(rng, filt)
+    else:
+        tok = jax.random.categorical(rng, filt, axis=-1)
     logp = jax.nn.log_softmax(filt)
     return tok, jnp.take_along_axis(logp, tok[:, None], 1)[:, 0]
 
 
 def _generate(params, rest, rng, batch, *, graphdef, config, sp: SamplingParams):
     """Prefill + decode. batch: input_ids/attention_mask [B,Tp], position_ids [3,B,Tp],
-    pixel_values [P,D], vision_pos_ids [P,2], vision_segment_ids [P], row_valid [B]."""
+    pixel_values [P,D], vision_pos_ids [P,2], vision_segment_ids [P], row_valid [B]; optional
+    row_ids [B]: row r draws from fold_in(rng, row_ids[r]), whatever batch it is in."""
     model = nnx.merge(graphdef, params, rest)
     ids, pmask = batch["input_ids"], batch["attention_mask"]
     b, tp = ids.shape
@@ -89,8 +102,10 @@ def _generate(params, rest, rng, batch, *, graphdef, config, sp: SamplingParams)
     )
     next_pos = jnp.max(batch["position_ids"], axis=(0, 2)) + 1  # [B]
     stops = jnp.asarray(sp.stop_token_ids or (-1,), jnp.int32)
+    if "row_ids" in batch:
+        rng = jax.vmap(jax.random.fold_in, (None, 0))(rng, batch["row_ids"])
 
-    rng, sub = jax.random.split(rng)
+    rng, sub = _split(rng)
     tok, lp = _choose(logits[:, -1], sub, sp)
     tokens = jnp.zeros((b, sp.max_new_tokens), jnp.int32).at[:, 0].set(tok)
     logps = jnp.zeros((b, sp.max_new_tokens), jnp.float32).at[:, 0].set(lp)
@@ -109,7 +124,7 @@ def _generate(params, rest, rng, batch, *, graphdef, config, sp: SamplingParams)
         logits, cache = model.forward(
             prev, pos, mask, cache=cache, cache_pos=(tp + i - 1).astype(jnp.int32)
         )
-        rng, sub = jax.random.split(rng)
+        rng, sub = _split(rng)
         tok, lp = _choose(logits[:, -1], sub, sp)
         tok = jnp.where(done, 0, tok)
         lp = jnp.where(done, 0.0, lp)
@@ -209,9 +224,18 @@ class Sampler:
         }
         return batch, n
 
-    def sample(self, params, prompts, images=None, *, rng) -> tuple[list, list]:
-        """New tokens and their log-probabilities per prompt (cut after a stop token)."""
+    def sample(self, params, prompts, images=None, *, rng, row_ids=None) -> tuple[list, list]:
+        """New tokens and their log-probabilities per prompt (cut after a stop token).
+
+        `row_ids` (one int per prompt): prompt r then draws from fold_in(rng, row_ids[r]), so
+        its tokens do not depend on the other prompts of the batch (the rollout loop passes
+        env indices); None: one key for the whole batch."""
         batch, n = self.prepare(prompts, images)
+        if row_ids is not None:
+            if len(row_ids) != n:
+                raise ValueError(f"row_ids has {len(row_ids)} entries for {n} prompts")
+            batch["row_ids"] = np.zeros(len(batch["row_valid"]), np.int32)
+            batch["row_ids"][:n] = row_ids
         self._shapes.add(tuple((k, v.shape) for k, v in sorted(batch.items())))
         if self.mesh is None:
             out = self._fn(params, self.rest, rng, batch)
