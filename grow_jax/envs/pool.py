@@ -23,10 +23,10 @@ faulted and the call returns normally; this is the contract any pool (e.g. a Ray
 
 Pipelining (`pipeline=True`, read by `grow_jax.rollout.loop` like `fault_policy`): the loop
 steps one half of the envs (`step_async`, then `step_wait`) while it samples the other
-half's actions; `split_halves` cuts the envs at a worker boundary, so a worker never holds
-two commands at once (`step_async` to a busy worker is an error). Faults, restarts and
-timeouts are those of `step` (the timeout counts from `step_wait`). In sync mode the step
-runs inside `step_async`: same results, no overlap.
+half's actions. A worker holds one command at a time (`step_async` to a worker with one in
+flight is an error), so a fault or restart never meets a second, queued command. Faults,
+restarts and timeouts are those of `step` (the timeout counts from `step_wait`). In sync
+mode the step runs inside `step_async`: same results, no overlap.
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ class _PoolBase:
 
     def step_async(self, actions: Sequence[Any], indices: Sequence[int] | None = None):
         """Starts `step` on envs `indices` and returns its handle for `step_wait`; their
-        workers must have no command in flight (halves from `split_halves` never share one)."""
+        workers must have no command in flight."""
         indices = self._indices(indices)
         if len(actions) != len(indices):
             raise ValueError(f"step got {len(actions)} actions for {len(indices)} envs")
@@ -159,18 +159,6 @@ class _PoolBase:
             np.asarray(trunc, bool),
             list(infos),
         )
-
-    def split_halves(self, indices: Sequence[int]) -> tuple[list[int], list[int]]:
-        """Envs `indices` in two halves (as near equal as worker boundaries allow) that share
-        no worker, so one can step while the loop samples the other; a half may be empty."""
-        indices = [int(i) for i in indices]
-        groups: dict[Any, list[int]] = {}  # envs of each worker (in-process: one env each)
-        for i in indices:
-            groups.setdefault(self._owner.get(i, ("env", i)), []).append(i)
-        sizes = np.cumsum([0] + [len(g) for g in groups.values()])
-        cut = int(np.argmin(np.abs(2 * sizes - sizes[-1])))
-        first = {i for g in list(groups.values())[:cut] for i in g}
-        return [i for i in indices if i in first], [i for i in indices if i not in first]
 
     def __enter__(self):
         return self
@@ -203,7 +191,7 @@ class _PoolBase:
         busy = sorted({self._owner[i] for i in args if i in self._owner} & self._busy)
         if busy:
             raise RuntimeError(f"{type(self).__name__}: workers {busy} already have a command "
-                               "in flight (pipelined halves must come from split_halves)")
+                               "in flight (step_wait it first)")
         if cmd == "reset":
             self._needs_reset.difference_update(args)
             merged = {}

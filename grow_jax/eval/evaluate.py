@@ -223,10 +223,6 @@ class _SubPool:
     def step_wait(self, handle):
         return self._pool.step_wait(handle)
 
-    def split_halves(self, indices):
-        where = {self._idx[j]: j for j in indices}
-        return tuple([where[i] for i in h] for h in self._pool.split_halves(list(where)))
-
 
 def write_report(report: dict, workdir: str, name: str = "eval") -> tuple[str, str]:
     """WORKDIR/eval.json and a Markdown table (eval.md) of families and tasks."""

@@ -6,10 +6,11 @@ a format penalty), all live envs step together through the `EnvPool`, and each d
 is appended to its episode's `Trajectory`. Finished envs drop out of the batch. The
 sampling key of env i at turn t is fold_in(fold_in(rng, t), i) (`Sampler.sample` row_ids).
 
-Pipelining (`env.pipeline`, a pool with `step_async`): the live envs are cut into two
-halves that share no env worker (`pool.split_halves`); while one half steps in its workers,
-the loop samples the other half's actions, so a turn costs about max(envs, sampler) instead
-of their sum. The sampler draws each env's tokens from a key of its own (the call's key
+Pipelining (`env.pipeline`, a pool with `step_async`): the envs are cut into two halves
+(alternate env indices, so each half has envs on every worker); while one half steps in the
+workers, the loop samples the other half's actions, and it submits a half's step only once
+the other half's step is back (a worker never holds two). A turn then costs about
+max(envs, sampler) instead of their sum. The sampler draws each env's tokens from a key of its own (the call's key
 folded with the env index), and a row's logits do not depend on the other rows of its
 batch (XLA does not promise this; tests/test_rollout_loop.py checks it on the CPU), so the
 trajectories are those of the sequential loop for the same seeds and rng.
@@ -99,8 +100,8 @@ def run_episodes(pool, agent: Agent, sampler, params, *, seeds: Sequence[int],
                          f"and {len(groups)} groups")
     pipeline = getattr(pool, "pipeline", False) if pipeline is None else pipeline
     if pipeline and not hasattr(pool, "step_async"):
-        raise ValueError(f"pipelined rollouts (env.pipeline) need a pool with step_async / "
-                         f"split_halves (EnvPool, RayEnvPool), got {type(pool).__name__}")
+        raise ValueError(f"pipelined rollouts (env.pipeline) need a pool with step_async "
+                         f"(EnvPool, RayEnvPool), got {type(pool).__name__}")
     t0 = time.perf_counter()
     obs = pool.reset(seeds)
     stats.env_s += time.perf_counter() - t0
@@ -178,23 +179,19 @@ def run_episodes(pool, agent: Agent, sampler, params, *, seeds: Sequence[int],
             stepped = timed(lambda: pool.step([d[0] for d in acted[3]], indices=live))
             live, turn = record(live, acted, stepped), turn + 1
     else:
-        # half k's step runs in its workers while the loop records and samples the other half
-        inflight = {}
-
-        def launch(k, ids, turn):
-            acted = act(ids, turn)
-            inflight[k] = (timed(pool.step_async, [d[0] for d in acted[3]], ids), ids, turn,
-                           acted)
-
-        for k, half in enumerate(pool.split_halves(live)):
-            if half:
-                launch(k, half, 0)
-        while inflight:
-            for k in sorted(inflight):
-                handle, ids, turn, acted = inflight.pop(k)
-                still = record(ids, acted, timed(pool.step_wait, handle))
+        # envs live[0::2] and live[1::2]: one half samples while the other steps
+        halves = [(h, 0) for h in (live[0::2], live[1::2]) if h]  # (envs, turn) to sample
+        stepping = None  # (half's envs, turn, its sampler output, step handle)
+        while halves or stepping:
+            ids, turn = halves.pop(0) if halves else (None, None)
+            acted = act(ids, turn) if ids else None
+            if stepping:  # the other half's step, then its records
+                s_ids, s_turn, s_acted, handle = stepping
+                still = record(s_ids, s_acted, timed(pool.step_wait, handle))
                 if still:
-                    launch(k, still, turn + 1)
+                    halves.append((still, s_turn + 1))
+            stepping = None if acted is None else (
+                ids, turn, acted, timed(pool.step_async, [d[0] for d in acted[3]], ids))
     stats.total_s += time.perf_counter() - t_start
     stats.env_faults += len(faulted)
     if getattr(pool, "fault_policy", "drop") == "fail":
