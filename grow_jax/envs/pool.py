@@ -26,7 +26,8 @@ steps one half of the envs (`step_async`, then `step_wait`) while it samples the
 half's actions. A worker holds one command at a time (`step_async` to a worker with one in
 flight is an error), so a fault or restart never meets a second, queued command. Faults,
 restarts and timeouts are those of `step` (the timeout counts from `step_wait`). In sync
-mode the step runs inside `step_async`: same results, no overlap.
+mode the step runs inside `step_async` (same results, no overlap), so a sync pool ignores
+`pipeline`.
 """
 
 from __future__ import annotations
@@ -278,7 +279,7 @@ class EnvPool(_PoolBase):
       env_factory: builds one env, `env_factory(task, **env_kwargs)` (picklable for async;
         tests pass a fault-injecting one).
       pipeline: the rollout loop overlaps stepping half the envs with sampling the other
-        half (module docstring; needs async for any overlap).
+        half (module docstring); off in sync mode, where a step cannot run in the background.
     """
 
     def __init__(
@@ -298,7 +299,7 @@ class EnvPool(_PoolBase):
             raise ValueError(f"EnvPool mode must be 'sync' or 'async', got {mode!r}")
         self._check_args(tasks, fault_policy)
         self._init_faults(tasks, timeout_s, fault_policy, max_faults_in_a_row)
-        self.mode, self.pipeline = mode, bool(pipeline)
+        self.mode, self.pipeline = mode, bool(pipeline) and mode == "async"
         n = len(self.tasks)
         self._env_kwargs, self._factory = dict(env_kwargs or {}), env_factory
         self._owner: dict[int, int] = {}
