@@ -121,8 +121,9 @@ class CountingSampler:
 
 def test_pipelined_rollouts_equal_sequential_with_worker_processes(setup):
     """env.pipeline: two halves, each stepped in both env workers while the other half is
-    sampled, give the sequential loop's trajectories: tokens, logprobs, rewards, frames,
-    seeds."""
+    sampled, give the sequential loop's trajectories: tokens, rewards, frames, seeds; the
+    logprobs to float rounding (XLA's row results can change in the last bit with the
+    batch size; here they do not)."""
     from grow_jax.models.qwen2_vl.modeling import Qwen2VL
     from grow_jax.sampling.generate import Sampler, SamplingParams
 
@@ -151,7 +152,7 @@ def test_pipelined_rollouts_equal_sequential_with_worker_processes(setup):
                                                              tb.truncated)
         for sa, sb in zip(ta.steps, tb.steps, strict=True):
             np.testing.assert_array_equal(sa.action_ids, sb.action_ids)
-            np.testing.assert_array_equal(sa.logprobs, sb.logprobs)
+            np.testing.assert_allclose(sa.logprobs, sb.logprobs, rtol=0, atol=1e-5)
             np.testing.assert_array_equal(sa.frame, sb.frame)
             np.testing.assert_array_equal(sa.prompt_ids, sb.prompt_ids)
             assert (sa.reward, sa.invalid, sa.action_text) == (sb.reward, sb.invalid,

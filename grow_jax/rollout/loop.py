@@ -11,9 +11,11 @@ Pipelining (`env.pipeline`, a pool with `step_async`): the envs are cut into two
 workers, the loop samples the other half's actions, and it submits a half's step only once
 the other half's step is back (a worker never holds two). A turn then costs about
 max(envs, sampler) instead of their sum. The sampler draws each env's tokens from a key of its own (the call's key
-folded with the env index), and a row's logits do not depend on the other rows of its
-batch (XLA does not promise this; tests/test_rollout_loop.py checks it on the CPU), so the
-trajectories are those of the sequential loop for the same seeds and rng.
+folded with the env index), so the trajectories are those of the sequential loop for the
+same seeds and rng: the same tokens, actions, rewards and frames. Logprobs agree to float
+rounding only: XLA's kernels for a batch of 64 rows can round a row's logits in the last
+bit differently than for 8 (on the CPU: 1 ulp, ~5e-7 in logprob), and a sampled token could
+in principle flip at an exact tie of that size.
 `RolloutStats.env_s` is then the time the loop waited for envs (not hidden by sampling).
 
 Env faults (a pool that restarts what faulted, see `grow_jax.envs.pool`): an episode whose
