@@ -98,7 +98,7 @@ def get_config() -> ml_collections.ConfigDict:
     g.grow_uniform_groups = "normalize"  # grow: uniform-return groups: normalize | skip | scale
     g.grow_uniform_weight = 1.0  # grow: factor on uniform-return groups' advantages ("scale")
     g.grow_length_norm = False  # grow: group mean/std weigh episodes equally (1/H_i per decision)
-    g.action_tokens_only = False  # sample/train only action words + stop token (action masking)
+    g.action_tokens_only = False  # action grammar: one action word, then the stop token (masking)
     g.train_stop_token = True  # train the stop token after an action word (False: context only)
 
     c.rl = r = ml_collections.ConfigDict()
@@ -115,7 +115,7 @@ def get_config() -> ml_collections.ConfigDict:
     r.accumulation = 1  # micro-batches per optimizer step (the minibatch split this many ways)
     r.init_checkpoint = placeholder(str)  # workdir (sft / import_hf) whose params start RL
     r.max_skipped_updates = 20  # stop after N updates in a row skipped for NaN/inf; 0: never
-    r.target_kl = 0.0  # stop an iteration's remaining epochs once an epoch's approx_kl exceeds it
+    r.target_kl = 0.0  # stop the iteration once an epoch's approx_kl > it (a minibatch's > 1.5x)
     r.schedule = "constant"  # RL learning rate: constant | cosine (to lr * final_lr_ratio)
     r.final_lr_ratio = 0.1  # cosine floor as a fraction of rl.lr
 

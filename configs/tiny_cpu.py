@@ -11,12 +11,16 @@ Choices (measured with scripts/run_main_job.py; README has the figures):
   (invalid actions rose from 1% to 20% in 15 iterations).
 - A deliberately short SFT (few demonstrations, few steps) so the start still explores: a
   same-seed group then holds successes and failures, which is GROW's learning signal.
-- Stability over seeds (docs/stability.md): all-success groups get no advantage
+- Stability over seeds (docs/stability.md): an action grammar (one action word, then
+  <|im_end|>, in the sampler and the loss) so no update can break the turn format;
+  all-success groups get no advantage
   (`algo.grow_uniform_groups="skip"`: with the paper's std normalization their small
   discount and length differences become full-size pushes), an epoch stops the
-  iteration's updates once its approx_kl exceeds `rl.target_kl`, and the learning rate
-  decays (cosine) so late updates on a sharp policy are small; with these guards the
-  learning rate is doubled to 1e-3. 60 iterations (30 left every seed still rising).
+  iteration's updates once its approx_kl exceeds `rl.target_kl` (a minibatch's, 1.5x),
+  the learning rate warms up over the first iteration (fresh Adam moments make the first
+  steps full-size) and decays (cosine) so late updates on a sharp policy are small; with
+  these guards the learning rate is doubled to 1e-3. 60 iterations (30 left every seed
+  still rising).
 """
 
 from grow_jax.config_utils import base_config
@@ -48,7 +52,7 @@ def get_config():
     g.clip_high = 0.2
     g.entropy_coef = 0.0  # a bonus over the full vocabulary spreads mass onto non-actions
     g.drop_zero_advantage = True
-    g.action_tokens_only = True  # else failures push mass onto non-action tokens
+    g.action_tokens_only = True  # grammar: word, then stop (else failures break the format)
     g.grow_uniform_groups = "skip"  # all-success groups: no full-size push on discount noise
     r = c.rl
     r.iterations = 60
@@ -57,7 +61,7 @@ def get_config():
     r.epochs = 4  # 2 epochs: 37% after 20 iterations; 4 epochs: 57% (300 eval episodes)
     r.minibatch_size = 512
     r.lr = 1e-3  # at 5e-4 slow seeds barely moved the policy (approx_kl far below target_kl)
-    r.warmup_steps = 0
+    r.warmup_steps = 20  # ~one iteration's updates: fresh Adam made seed 0's first one spike
     r.grad_clip = 1.0
     r.target_kl = 0.03  # skip an iteration's remaining epochs after an approx_kl spike
     r.schedule = "cosine"  # smaller steps late, when the policy is sharp and fragile

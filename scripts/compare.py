@@ -4,6 +4,7 @@
     python scripts/compare.py --methods grow_g0.995,tgrpo --seeds 0 --iterations 2 \
         --workdir runs/compare_smoke -- --config.eval.episodes=20
     python scripts/compare.py --seeds 0,1,2 --iterations 60 --report-only
+    python scripts/compare.py --held-out ...   # RL-trained vs held-out BabyAI levels
 
 For each seed N, one SFT run (`grow_jax.main --mode=sft`, WORKDIR/sft_seedN) is the start
 of every method (`--config.rl.init_checkpoint`); each method then runs the same number
@@ -36,7 +37,16 @@ METHODS = {
     "grpo_traj": ["--config.algo.name=grpo_traj", "--config.agent.history=-1"],
     "tgrpo": ["--config.algo.name=tgrpo"],
     "gigpo": ["--config.algo.name=gigpo"],
+    "ppo": ["--config.algo.name=ppo"],
+    "grow_care": ["--config.algo.name=grow", "--config.algo.gamma=0.995",
+                  "--config.algo.care_coef=0.5"],
 }
+# The held-out study (the paper's Table 2 at laptop scale): RL on these BabyAI levels of
+# three families, evaluation on them and on levels never trained on (--held-out).
+TRAIN_LEVELS = ("BabyAI-GoToRedBallNoDists-v0", "BabyAI-GoToObjS4-v0", "BabyAI-OpenDoor-v0",
+                "BabyAI-PickupDist-v0")
+HELD_OUT_LEVELS = ("BabyAI-GoToRedBallGrey-v0", "BabyAI-GoToObj-v0",
+                   "BabyAI-OpenRedDoor-v0", "BabyAI-GoToLocalS5N2-v0")
 OUT_MD = os.path.join("docs", "results.md")
 OUT_PNG = os.path.join("docs", "results_curves.png")
 
@@ -78,6 +88,17 @@ def _rows(wd):
         return [json.loads(x) for x in f if x.strip()]
 
 
+def _task_success(wd: str, step: int) -> dict[str, float]:
+    """Success rate per task of the evaluation at iteration `step` (WORKDIR/eval_parts)."""
+    out: dict[str, list[bool]] = {}
+    with open(os.path.join(wd, "eval_parts", f"iter{step:06d}.jsonl")) as f:
+        for line in f:
+            if line.strip():
+                for ep in json.loads(line)["episodes"]:
+                    out.setdefault(ep["task_id"], []).append(bool(ep["success"]))
+    return {k: 100 * float(np.mean(v)) for k, v in out.items()}
+
+
 def summarize(wd: str) -> dict:
     rows = _rows(wd)
     ev = [r for r in rows if r.get("phase") == "eval"]
@@ -91,7 +112,9 @@ def summarize(wd: str) -> dict:
                 peak_rss_mib=t["peak_rss_mib"], load=t["load_avg_mean"],
                 curve=[(r.get("env_steps", 0), r.get("time_s", 0.0),
                         100 * r["eval_success_rate"]) for r in ev],
-                episodes=ev[-1]["eval_episodes"])
+                episodes=ev[-1]["eval_episodes"],
+                tasks_start=_task_success(wd, ev[0]["step"]),
+                tasks_end=_task_success(wd, ev[-1]["step"]))
 
 
 def _ms(xs) -> str:
@@ -124,6 +147,40 @@ def plot(per: dict, out: str) -> None:
     plt.close(fig)
 
 
+def _ranking(per: dict) -> list[str]:
+    """Which method gained most, and where each GROW variant stands (generated text)."""
+    gain = {m: float(np.mean([r["end"] - r["start"] for r in runs])) for m, runs in per.items()}
+    order = sorted(gain, key=gain.get, reverse=True)
+    out = ["", f"Ranked by mean gain: {', '.join(f'{m} ({gain[m]:+.1f})' for m in order)}."]
+    best_grow = next((m for m in order if m.startswith("grow")), None)
+    if best_grow and order[0] != best_grow:
+        out.append(f"GROW is not the best here: its best variant, {best_grow}, ranks "
+                   f"{order.index(best_grow) + 1} of {len(order)}, behind {order[0]}.")
+    return out
+
+
+def _held_out_table(per: dict, cfg: dict) -> list[str]:
+    """Trained vs held-out tasks (the paper's Table 2): mean success over each task set."""
+    trained = set(cfg["env"]["tasks"])
+    evaluated = set(next(iter(per.values()))[0]["tasks_end"])
+    held = sorted(evaluated - trained)
+    if not held:
+        return []
+    out = ["", "Success on the RL-trained levels and on held-out levels never trained on "
+           "(mean over the set's levels; mean ± std over seeds; start -> end):", "",
+           "| method | trained: start | trained: end | held-out: start | held-out: end |",
+           "|---|---|---|---|---|"]
+    train_ids = sorted(evaluated & trained)
+    for m, runs in per.items():
+        cells = []
+        for ids in (train_ids, held):
+            for key in ("tasks_start", "tasks_end"):
+                cells.append(_ms([np.mean([r[key][t] for t in ids]) for r in runs]))
+        out.append(f"| {m} | {' | '.join(cells)} |")
+    out += ["", f"Trained: {', '.join(train_ids)}. Held-out: {', '.join(held)}."]
+    return out
+
+
 def report(root: str, methods, seeds, argv: str) -> str:
     per = {m: [summarize(os.path.join(root, m, f"seed{s}")) for s in seeds] for m in methods}
     cfg = json.load(open(os.path.join(root, methods[0], f"seed{seeds[0]}", "config.json")))
@@ -153,6 +210,8 @@ def report(root: str, methods, seeds, argv: str) -> str:
             f"{_ms([r['wall_s'] for r in runs])} | "
             f"{max(r['peak_rss_mib'] for r in runs):.0f} | "
             f"{np.mean([r['load'] for r in runs]):.1f} |")
+    lines += _ranking(per)
+    lines += _held_out_table(per, cfg)
     lines += ["", "Method flags (on top of the config):", ""]
     lines += [f"- `{m}`: `{' '.join(METHODS[m])}`" for m in methods]
     lines += ["", f"![curves]({os.path.basename(OUT_PNG)})", ""]
@@ -169,6 +228,8 @@ def main():
     ap.add_argument("--workdir", default=os.path.join("runs", "compare"))
     ap.add_argument("--parallel", type=int, default=1)
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--held-out", action="store_true",
+                    help="train on TRAIN_LEVELS, evaluate on them and on HELD_OUT_LEVELS")
     ap.add_argument("extra", nargs="*", help="extra flags for every grow_jax.main run (after --)")
     args = ap.parse_args()
     methods = [m for m in args.methods.split(",") if m]
@@ -177,14 +238,19 @@ def main():
         raise SystemExit(f"--methods: unknown {unknown}; known: {', '.join(METHODS)}")
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     root = os.path.abspath(args.workdir)
+    extra = list(args.extra)
+    if args.held_out:
+        extra = [f"--config.env.tasks={TRAIN_LEVELS!r}",
+                 f"--config.env.eval_tasks={TRAIN_LEVELS + HELD_OUT_LEVELS!r}", *extra]
     if not args.report_only:
-        run(root, args.config, methods, seeds, args.iterations, args.extra, args.parallel)
+        run(root, args.config, methods, seeds, args.iterations, extra, args.parallel)
     argv = " ".join(["python scripts/compare.py", f"--methods {','.join(methods)}",
                      f"--seeds {args.seeds}", f"--iterations {args.iterations}",
                      *([f"--workdir {args.workdir}"] if args.workdir != os.path.join(
                          "runs", "compare") else []),
                      *([f"--config {args.config}"] if args.config != "configs/tiny_cpu.py"
                        else []),
+                     *(["--held-out"] if args.held_out else []),
                      *(["--", *args.extra] if args.extra else [])])
     text = report(root, methods, seeds, argv)
     with open(os.path.join(ROOT, OUT_MD), "w") as f:

@@ -17,10 +17,19 @@ def _script():
     return mod
 
 
-def _fake_seed(wd, evals, wall_s=300.0, cpu_s=500.0):
+def _fake_seed(wd, evals, wall_s=300.0, cpu_s=500.0, held_out=None):
+    """A finished run: metrics rows, config, timing, and per-episode eval parts (10 episodes
+    per eval on the config's task; `held_out` (step -> rate) adds a second task)."""
     from grow_jax.config_utils import base_config, config_to_json
 
-    os.makedirs(wd)
+    os.makedirs(os.path.join(wd, "eval_parts"))
+    task = base_config().env.tasks[0]
+    for it, p in evals:
+        parts = [(task, p)] + ([("Held-Out-v0", held_out[it])] if held_out else [])
+        with open(os.path.join(wd, "eval_parts", f"iter{it:06d}.jsonl"), "w") as f:
+            for tid, rate in parts:
+                eps = [dict(task_id=tid, success=i < round(10 * rate)) for i in range(10)]
+                f.write(json.dumps(dict(task_id=tid, episodes=eps)) + "\n")
     with open(os.path.join(wd, "metrics.jsonl"), "w") as f:
         for i, (it, p) in enumerate(evals):
             if i:
@@ -75,7 +84,7 @@ def test_compare_report_from_finished_runs(tmp_path, monkeypatch):
     for m, ends in (("grow_g0.995", (0.6, 0.8)), ("tgrpo", (0.3, 0.5))):
         for s, end in enumerate(ends):
             wd = str(tmp_path / m / f"seed{s}")
-            _fake_seed(wd, [(0, 0.2), (2, end)])
+            _fake_seed(wd, [(0, 0.2), (2, end)], held_out={0: 0.1, 2: 0.3})
             with open(os.path.join(wd, "metrics.jsonl"), "a") as f:
                 f.write(json.dumps(dict(phase="train", step=2, env_steps=200, sample_tokens=50,
                                         epochs_done=4)) + "\n")
@@ -86,4 +95,9 @@ def test_compare_report_from_finished_runs(tmp_path, monkeypatch):
     row = "| grow_g0.995 | 20.0 ± 0.0 | 70.0 ± 14.1 | 70.0 ± 14.1 | 50.0 ± 14.1 | 200 | 1.0 |"
     assert row in text
     assert "| tgrpo | 20.0 ± 0.0 | 40.0 ± 14.1 |" in text
+    assert "Ranked by mean gain: grow_g0.995 (+50.0), tgrpo (+20.0)." in text
+    assert "GROW is not the best" not in text
+    # trained task 20 -> 70 (mean of 60 and 80), held-out task 10 -> 30 in every run
+    assert ("| grow_g0.995 | 20.0 ± 0.0 | 70.0 ± 14.1 | 10.0 ± 0.0 | 30.0 ± 0.0 |" in text)
+    assert "Held-out: Held-Out-v0." in text
     assert os.path.exists(tmp_path / "docs" / "results_curves.png")

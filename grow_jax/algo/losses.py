@@ -174,6 +174,19 @@ def suppress_tokens(logits: jax.Array, token_ids: tuple[int, ...]) -> jax.Array:
     return logits.at[..., jnp.asarray(token_ids, jnp.int32)].set(-jnp.inf)
 
 
+def constrain_logits(logits: jax.Array, suppress_token_ids: tuple[int, ...] = (),
+                     grammar=None, prev_ids: jax.Array | None = None) -> jax.Array:
+    """f32 logits with the suppressed tokens and, given an `algo.grammar.TokenGrammar`, every
+    token it forbids after `prev_ids` (the token before each position) at -inf. The
+    sampler, the RL loss, SFT and the KL reference all call it, so they share one support."""
+    x = suppress_tokens(logits.astype(jnp.float32), suppress_token_ids)
+    if grammar is not None:
+        if prev_ids is None:
+            raise ValueError("constrain_logits: a grammar needs prev_ids")
+        x = grammar.apply(x, prev_ids)
+    return x
+
+
 def filter_logits(scaled: jax.Array, top_k: int = 0, top_p: float = 1.0,
                   always_keep: jax.Array | None = None) -> jax.Array:
     """Top-k then top-p (nucleus) filter over the last axis: -inf outside the kept set.
@@ -204,15 +217,17 @@ def filter_logits(scaled: jax.Array, top_k: int = 0, top_p: float = 1.0,
 
 def policy_logits(logits: jax.Array, *, temperature: float = 1.0, top_k: int = 0,
                   top_p: float = 1.0, suppress_token_ids: tuple[int, ...] = (),
-                  always_keep: jax.Array | None = None) -> jax.Array:
-    """Logits of the rollout policy: suppressed tokens, / temperature, top-k/top-p filter.
+                  always_keep: jax.Array | None = None, grammar=None,
+                  prev_ids: jax.Array | None = None) -> jax.Array:
+    """Logits of the rollout policy: suppressed tokens and grammar (`constrain_logits`),
+    / temperature, top-k/top-p filter.
 
     One function for the sampler and the train step, so the stored behaviour
     log-probability and the recomputed one describe the same distribution.
     """
     if temperature <= 0:
         raise ValueError(f"policy_logits: temperature must be > 0, got {temperature}")
-    x = suppress_tokens(logits.astype(jnp.float32), suppress_token_ids)
+    x = constrain_logits(logits, suppress_token_ids, grammar, prev_ids)
     if temperature != 1.0:
         x = x / temperature
     return filter_logits(x, top_k, top_p, always_keep)

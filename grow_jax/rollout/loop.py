@@ -3,15 +3,14 @@
 Every turn, the prompts of all live episodes go through one jitted `Sampler.sample`; the
 sampled tokens are decoded into env actions (garbled text -> no-op, flagged invalid, with
 a format penalty), all live envs step together through the `EnvPool`, and each decision
-is appended to its episode's `Trajectory`. Finished envs drop out of the batch. The
-sampling key of env i at turn t is fold_in(fold_in(rng, t), i) (`Sampler.sample` row_ids).
+is appended to its episode's `Trajectory`. Finished envs drop out of the batch.
 
 Pipelining (`env.pipeline`, a pool with `step_async`): the envs are cut into two halves
 (alternate env indices, so each half has envs on every worker); while one half steps in the
 workers, the loop samples the other half's actions, and it submits a half's step only once
 the other half's step is back (a worker never holds two). A turn then costs about
-max(envs, sampler) instead of their sum. The sampler draws each env's tokens from a key of its own (the call's key
-folded with the env index), so the trajectories are those of the sequential loop for the
+max(envs, sampler) instead of their sum. The sampler draws each episode's tokens from a key
+of its own (see `run_episodes`), so the trajectories are those of the sequential loop for the
 same seeds and rng: the same tokens, actions, rewards and frames. Logprobs agree to float
 rounding only: XLA's kernels for a batch of 64 rows can round a row's logits in the last
 bit differently than for 8 (on the CPU: 1 ulp, ~5e-7 in logprob), and a sampled token could
@@ -86,9 +85,13 @@ def image_token_count(frame_shape, model_config, fit_mode="pad") -> int:
 def run_episodes(pool, agent: Agent, sampler, params, *, seeds: Sequence[int],
                  groups: Sequence[int], rng: jax.Array, format_penalty: float = 0.0,
                  fit_mode: str = "pad", stats: RolloutStats | None = None,
+                 episode_ids: Sequence[int] | None = None,
                  pipeline: bool | None = None) -> list[Trajectory]:
     """Plays one episode in every env of `pool` (env i: seed seeds[i], group groups[i]).
 
+    Decision t of env i samples with key fold_in(fold_in(rng, t), episode_ids[i]) (default
+    ids 0..n-1): an episode's tokens depend on its id, not on which envs share its batch,
+    so envs split over processes (or pipelined halves) play what one process would.
     Returns the trajectories in env order. Episodes end on termination, truncation or
     the env's own step cap (`Task.max_steps`). `pipeline` (None: the pool's `pipeline`,
     i.e. `env.pipeline`) steps one half of the envs while sampling the other half's actions
@@ -100,6 +103,9 @@ def run_episodes(pool, agent: Agent, sampler, params, *, seeds: Sequence[int],
     if len(seeds) != n or len(groups) != n:
         raise ValueError(f"need one seed and one group per env ({n}), got {len(seeds)} seeds "
                          f"and {len(groups)} groups")
+    uids = np.arange(n) if episode_ids is None else np.asarray(episode_ids)
+    if len(uids) != n:
+        raise ValueError(f"need one episode id per env ({n}), got {len(uids)}")
     pipeline = getattr(pool, "pipeline", False) if pipeline is None else pipeline
     if pipeline and not hasattr(pool, "step_async"):
         raise ValueError(f"pipelined rollouts (env.pipeline) need a pool with step_async "
@@ -119,8 +125,7 @@ def run_episodes(pool, agent: Agent, sampler, params, *, seeds: Sequence[int],
     prompt_cache: dict = {}
 
     def act(ids: list[int], turn: int):
-        """Prompts, one sampler call and decoded actions for envs `ids` (all at `turn`).
-        Env i's randomness is fold_in(fold_in(rng, turn), i): the same in any batch."""
+        """Prompts, one sampler call and decoded actions for envs `ids` (all at `turn`)."""
         t0 = time.perf_counter()
         prompts, images = [], []
         for i in ids:
@@ -138,7 +143,7 @@ def run_episodes(pool, agent: Agent, sampler, params, *, seeds: Sequence[int],
         t1 = time.perf_counter()
         stats.prep_s += t1 - t0
         tokens, logps = sampler.sample(params, prompts, images,
-                                       rng=jax.random.fold_in(rng, turn), row_ids=ids)
+                                       rng=jax.random.fold_in(rng, turn), row_ids=uids[ids])
         stats.sample_s += time.perf_counter() - t1
         return prompts, tokens, logps, [agent.decode(t) for t in tokens]
 

@@ -68,7 +68,8 @@ class UpdateLog:
 
     `add(metrics)` takes one `Learner.step` result (means over that epoch's updates) and
     returns True when training on this iteration should stop (target_kl > 0 and the
-    epoch's mean approx_kl exceeded it). `summary()` gives every metric averaged over all
+    epoch's mean approx_kl exceeded it, or the step's per-minibatch check, at 1.5 x
+    target_kl, halted some of its updates). `summary()` gives every metric averaged over all
     epochs done (each epoch has the same number of updates, so this is the mean over all
     updates), approx_kl_max (largest epoch mean), epochs_done and early_stopped.
     """
@@ -85,7 +86,8 @@ class UpdateLog:
         m = {k: float(np.asarray(v)) for k, v in metrics.items()}
         self.epochs.append(m)
         kl = m.get("approx_kl", 0.0)
-        self.stopped = bool(self.target_kl > 0 and kl > self.target_kl)
+        self.stopped = bool(self.target_kl > 0 and (kl > self.target_kl
+                                                    or m.get("kl_stopped_updates", 0) > 0))
         return self.stopped
 
     @property
@@ -96,6 +98,8 @@ class UpdateLog:
         if not self.epochs:
             return dict(epochs_done=0, early_stopped=False)
         out = {k: float(np.mean([e[k] for e in self.epochs])) for k in self.epochs[0]}
+        if "kl_stopped_updates" in out:  # a count: updates the KL check did not apply
+            out["kl_stopped_updates"] = int(sum(e["kl_stopped_updates"] for e in self.epochs))
         if "approx_kl" in out:
             out["approx_kl_max"] = max(e["approx_kl"] for e in self.epochs)
             out["approx_kl_last"] = self.epochs[-1]["approx_kl"]

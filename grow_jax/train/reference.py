@@ -26,20 +26,19 @@ from grow_jax.algo import losses
 from grow_jax.data.pipeline import stack_micro_batches
 from grow_jax.data.samples import BatchShape, Sample, collate
 from grow_jax.train.checkpoint import Checkpointer
-from grow_jax.train.step import Learner, action_logits, batch_shardings
+from grow_jax.train.step import Learner, action_logits, batch_shardings, constrained_logits
 
 REFERENCE_DIR = "reference"
 
 
 def _ref_logprobs(params, rest, batch, *, graphdef, cfg):
     """[B, K] logprobs of the targets of a [1, 1, B, ...] batch under `params`, with the
-    rollout policy's settings (temperature, filter, suppressed tokens)."""
+    rollout policy's settings (temperature, filter, suppressed tokens, grammar)."""
     mb = jax.tree.map(lambda x: x[0, 0], batch)
     model = nnx.merge(graphdef, params, rest)
-    logits = losses.policy_logits(action_logits(model, mb), temperature=cfg.temperature,
-                                  top_k=cfg.top_k, top_p=cfg.top_p,
-                                  suppress_token_ids=cfg.suppress_token_ids,
-                                  always_keep=mb["targets"])
+    logits = losses.policy_logits(constrained_logits(action_logits(model, mb), mb, cfg),
+                                  temperature=cfg.temperature, top_k=cfg.top_k,
+                                  top_p=cfg.top_p, always_keep=mb["targets"])
     return losses.token_logprobs(logits, mb["targets"])
 
 

@@ -58,6 +58,7 @@ class LossConfig:
     entropy_coef: float = 0.0
     aggregation: str = "token_mean"
     suppress_token_ids: tuple[int, ...] = ()  # the sampler's: same distribution in both
+    grammar: Any = None  # the sampler's algo.grammar.TokenGrammar (algo.action_tokens_only)
     # The rollout sampler's settings (policy kind): logprobs are recomputed from
     # losses.policy_logits exactly as sampled. SFT trains the raw model (T = 1, no filter).
     temperature: float = 1.0
@@ -65,6 +66,10 @@ class LossConfig:
     top_p: float = 1.0
     value_coef: float = 0.0  # PPO: weight of the clipped value loss (needs a value head)
     value_clip: float = 0.2  # PPO: value clip range around V_old
+    # > 0: inside one fused epoch call, an update whose minibatch shows approx_kl (of the
+    # current params, before the update) above this, and every later one, is not applied
+    # (SB3's per-minibatch check: rl.target_kl x 1.5)
+    kl_stop: float = 0.0
 
     def __post_init__(self):
         if self.kind not in ("policy", "sft"):
@@ -90,6 +95,15 @@ def action_logits(model, mb: dict) -> jax.Array:
     return model.output_logits(action_hidden(model, mb))
 
 
+def constrained_logits(raw: jax.Array, mb: dict, cfg: LossConfig) -> jax.Array:
+    """`raw` action logits [B, K, V] under the rollout policy's suppressed tokens and grammar;
+    the token before each target is the one at its `target_pos`."""
+    prev = None
+    if cfg.grammar is not None:
+        prev = jnp.take_along_axis(mb["input_ids"], mb["target_pos"], axis=1)
+    return losses.constrain_logits(raw, cfg.suppress_token_ids, cfg.grammar, prev)
+
+
 def _loss(params, rest, graphdef, cfg: LossConfig, mb: dict):
     """Loss of one micro-batch; `params` is (model params, value head) when value_coef."""
     head = None
@@ -100,13 +114,13 @@ def _loss(params, rest, graphdef, cfg: LossConfig, mb: dict):
     raw = model.output_logits(hidden)
     mask = mb["loss_mask"]
     if cfg.kind == "sft":
-        logits = losses.suppress_tokens(raw.astype(jnp.float32), cfg.suppress_token_ids)
+        logits = constrained_logits(raw, mb, cfg)
         loss = -losses.masked_mean(losses.token_logprobs(logits, mb["targets"]), mask,
                                    cfg.aggregation)
         return loss, {"loss": loss, "nll": loss}
-    logits = losses.policy_logits(raw, temperature=cfg.temperature, top_k=cfg.top_k,
-                                  top_p=cfg.top_p, suppress_token_ids=cfg.suppress_token_ids,
-                                  always_keep=mb["targets"])
+    logits = losses.policy_logits(constrained_logits(raw, mb, cfg),
+                                  temperature=cfg.temperature, top_k=cfg.top_k,
+                                  top_p=cfg.top_p, always_keep=mb["targets"])
     logp = losses.token_logprobs(logits, mb["targets"])
     entropy = losses.token_entropy(logits) if cfg.entropy_coef else None
     loss, metrics = losses.policy_loss(
@@ -163,11 +177,16 @@ def update_grads(params, micro_batches: dict, *, graphdef, rest, cfg):
 
 
 def _update(state: TrainState, micro_batches: dict, *, graphdef, rest, tx, cfg,
-            value_tx=None):
-    """One optimizer update from A accumulated micro-batches (leading axis A)."""
+            value_tx=None, halted=False):
+    """One optimizer update from A accumulated micro-batches (leading axis A); the state is
+    kept when `halted` or when the minibatch's approx_kl, measured before it, exceeds
+    `cfg.kl_stop`."""
     with_value = state.value is not None
     grads, metrics = update_grads((state.params, state.value) if with_value else state.params,
                                   micro_batches, graphdef=graphdef, rest=rest, cfg=cfg)
+    if cfg.kl_stop and cfg.kind == "policy":
+        halted = halted | (metrics["approx_kl"] > cfg.kl_stop)
+    metrics["kl_stopped_updates"] = jnp.asarray(halted, jnp.int32)
     value, value_opt = state.value, state.value_opt_state
     if with_value:
         grads, vgrads = grads
@@ -179,31 +198,40 @@ def _update(state: TrainState, micro_batches: dict, *, graphdef, rest, tx, cfg,
     rng, _ = jax.random.split(state.rng)
     return _skip_if_not_finite(state, TrainState(params, opt_state, state.step + 1, rng,
                                                      value, value_opt),
-                               metrics, updates)
+                               metrics, updates, halted)
 
 
-def _skip_if_not_finite(old: TrainState, new: TrainState, metrics: dict, updates):
+def _skip_if_not_finite(old: TrainState, new: TrainState, metrics: dict, updates,
+                        halted=False):
     """Numerical-fault guard (docs/reliability.md): a non-finite loss, gradient or update
-    keeps the old state (params, optimizer, step, RNG, value head) and is counted in `skipped_updates`."""
+    keeps the old state (params, optimizer, step, RNG, value head) and is counted in
+    `skipped_updates`. A `halted` update (the KL stop) keeps the old state too."""
     ok = (jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
           & jnp.isfinite(optax.global_norm(updates)))
-    state = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+    state = jax.tree.map(lambda n, o: jnp.where(ok & ~halted, n, o), new, old)
     metrics["skipped_updates"] = jnp.logical_not(ok).astype(jnp.int32)
     return state, metrics
 
 
 def train_step(state: TrainState, batches: dict, *, graphdef, rest, tx, cfg: LossConfig,
                value_tx=None):
-    """M updates over `batches` (leading dims [M, A]); metrics are means over the M."""
+    """M updates over `batches` (leading dims [M, A]); metrics are means over the M.
 
-    def body(s, mbs):
-        return _update(s, mbs, graphdef=graphdef, rest=rest, tx=tx, cfg=cfg,
-                       value_tx=value_tx)
+    With `cfg.kl_stop`, the first update whose minibatch measures approx_kl > kl_stop and
+    all after it keep the state (`kl_stopped_updates` counts them)."""
 
-    state, metrics = jax.lax.scan(body, state, batches)
+    def body(carry, mbs):
+        s, halted = carry
+        s, m = _update(s, mbs, graphdef=graphdef, rest=rest, tx=tx, cfg=cfg,
+                       value_tx=value_tx, halted=halted)
+        return (s, m["kl_stopped_updates"] > 0), m
+
+    (state, _), metrics = jax.lax.scan(body, (state, jnp.zeros((), bool)), batches)
     skipped = metrics.pop("skipped_updates")
+    halted = metrics.pop("kl_stopped_updates")
     out = jax.tree.map(jnp.mean, metrics)
     out["skipped_updates"] = jnp.sum(skipped)  # updates skipped for a non-finite loss/grad
+    out["kl_stopped_updates"] = jnp.sum(halted)
     # length of the trailing run of skipped updates (the fault guard counts runs across calls)
     out["skipped_tail"] = jnp.sum(jnp.cumprod(skipped[::-1]))
     return state, out

@@ -27,7 +27,7 @@ from grow_jax.eval.evaluate import evaluate, resume_kwargs, write_report
 from grow_jax.rollout.loop import RolloutStats, image_token_count, run_episodes
 from grow_jax.sampling.generate import Sampler, SamplingParams
 from grow_jax.train import builders, diagnostics, preemption
-from grow_jax.train.action_mask import drop_stop_targets, non_action_ids
+from grow_jax.train.action_mask import action_grammar, drop_stop_targets
 from grow_jax.train.care import EmaReference
 from grow_jax.train.checkpoint import Checkpointer
 from grow_jax.train.faults import SkipGuard
@@ -68,8 +68,9 @@ class Run:
         m = self.mcfg  # vision placeholders: a sampled one would be read as an image slot
         self.suppressed = (m.image_token_id, m.video_token_id, m.vision_start_token_id,
                            m.vision_end_token_id)
-        if config.algo.action_tokens_only:  # invalid-action masking (train/action_mask.py)
-            self.suppressed = non_action_ids(self.agent, m.text.vocab_size, self.suppressed)
+        self.grammar = None  # invalid-action masking (train/action_mask.py)
+        if config.algo.action_tokens_only:
+            self.grammar = action_grammar(self.agent)
         self.metrics = MetricsWriter(workdir, tensorboard=config.logging.tensorboard,
                                      console=config.logging.progress,
                                      process_index=jax.process_index())
@@ -106,7 +107,7 @@ class Run:
         sp = SamplingParams(max_new_tokens=a.max_new_tokens,
                             temperature=0.0 if greedy else a.temperature, top_k=a.top_k,
                             top_p=a.top_p, stop_token_ids=tuple(self.agent.stop_ids),
-                            suppress_token_ids=self.suppressed)
+                            suppress_token_ids=self.suppressed, grammar=self.grammar)
         return Sampler(self.model, sp, mesh=self.mesh, pad_id=self.pad_id)
 
     @functools.cached_property
@@ -119,6 +120,7 @@ class Run:
         cfg = LossConfig(kind=kind, clip_low=g.clip_low, clip_high=g.clip_high,
                          kl_coef=g.kl_coef, entropy_coef=g.entropy_coef,
                          aggregation=g.aggregation, suppress_token_ids=self.suppressed,
+                         grammar=self.grammar, kl_stop=1.5 * self.config.rl.target_kl,
                          temperature=self.config.agent.temperature, top_k=self.config.agent.top_k,
                          top_p=self.config.agent.top_p, value_coef=g.value_coef if value else 0.0)
         params = nnx.state(self.model, nnx.Param)

@@ -1,10 +1,14 @@
-"""algo.action_tokens_only: only the action words and the stop token stay sampleable."""
+"""algo.action_tokens_only: one action word, then the stop token, in sampler and loss."""
 
 import types
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
-from grow_jax.train.action_mask import non_action_ids
+from grow_jax.algo.grammar import TokenGrammar
+from grow_jax.train.action_mask import action_grammar
 
 
 def _agent(suite):
@@ -18,21 +22,55 @@ def _agent(suite):
     return make_agent(c, tok), builders.model_config(c, tok)
 
 
-def test_babyai_keeps_the_seven_words_and_im_end():
-    agent, mcfg = _agent("babyai")
+@pytest.mark.parametrize("suite,words", [("babyai", 7), ("crafter", 17)])
+def test_a_word_first_then_only_the_stop_token(suite, words):
+    agent, mcfg = _agent(suite)
+    g = action_grammar(agent)
     vocab = mcfg.text.vocab_size
-    masked = non_action_ids(agent, vocab, (mcfg.image_token_id,))
-    kept = set(range(vocab)) - set(masked)
-    words = {agent.encode(a)[0] for a in range(len(agent.codec.action_names))}
-    assert kept == words | set(agent.stop_ids)
-    assert len(words) == 7 and mcfg.image_token_id in masked
-    assert list(masked) == sorted(set(masked))
+    first = {agent.encode(a)[0] for a in range(len(agent.codec.action_names))}
+    prompt_end = int(agent.prompt_ids("go", [], 1)[-1])
+    allowed = np.asarray(g.allowed(jnp.asarray([prompt_end, min(first)]), vocab))
+    assert set(np.flatnonzero(allowed[0])) == first and len(first) == words
+    assert set(np.flatnonzero(allowed[1])) == set(agent.stop_ids)
 
 
-def test_multi_token_codec_is_refused():
+def test_bigram_closure_of_multi_token_words():
+    g = TokenGrammar.from_sequences([[5, 6, 2], [5, 7, 2], [8, 2]])
+    allowed = np.asarray(g.allowed(jnp.asarray([0, 5, 6, 8]), 10))
+    assert [set(np.flatnonzero(r)) for r in allowed] == [{5, 8}, {6, 7}, {2}, {2}]
+
+
+def test_free_text_codec_is_refused():
     agent = types.SimpleNamespace(codec=object(), stop_ids=(2,))
     with pytest.raises(ValueError, match="algo.action_tokens_only"):
-        non_action_ids(agent, 10)
+        action_grammar(agent)
+
+
+def test_sampler_draws_only_word_then_stop_and_the_stop_costs_nothing():
+    """A random model at T = 2 breaks the format often without the grammar, never with it;
+    under the grammar the stop token after a word has probability 1 (logprob 0)."""
+    from flax import nnx
+
+    from grow_jax.config_utils import base_config
+    from grow_jax.sampling.generate import Sampler, SamplingParams
+    from grow_jax.train import builders
+
+    agent, mcfg = _agent("babyai")
+    model = builders.build_model(mcfg, builders.make_mesh(base_config()), 0)
+    params = nnx.state(model, nnx.Param)
+    words = {agent.encode(a)[0] for a in range(7)}
+    prompts = [np.asarray([1, 5 + i % 3, 1], np.int32) for i in range(32)]
+
+    def draw(grammar):
+        sp = SamplingParams(max_new_tokens=3, temperature=2.0, stop_token_ids=agent.stop_ids,
+                            grammar=grammar)
+        return Sampler(model, sp).sample(params, prompts, rng=jax.random.key(0))
+
+    toks, lps = draw(action_grammar(agent))
+    assert all(len(t) == 2 and t[0] in words and t[1] == agent.stop_ids[0] for t in toks)
+    assert np.allclose([lp[1] for lp in lps], 0.0)
+    free, _ = draw(None)
+    assert sum(not (len(t) == 2 and t[0] in words) for t in free) > 16
 
 
 def test_drop_stop_targets_keeps_words_and_a_leading_stop():

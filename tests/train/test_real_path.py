@@ -64,3 +64,6 @@ def test_first_update_ratio_is_one_at_temperature_with_top_k(tmp_path):
     bad = _first_update(tmp_path / "b", _config(temperature=0.7, top_k=5),
                         dict(temperature=1.0, top_k=0))
     assert bad["approx_kl"] > 1e-3, bad
+    # tiny_cpu's action grammar (algo.action_tokens_only) is part of the recomputed policy.
+    free = _first_update(tmp_path / "c", _config(temperature=0.7, top_k=5), dict(grammar=None))
+    assert free["approx_kl"] > 1e-3, free

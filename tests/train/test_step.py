@@ -210,3 +210,28 @@ def test_partial_last_update_is_weighted_by_its_real_samples(learner1):
     half = _grads(learner1, _batch(samples, 8))
     full = _grads(learner1, _batch(samples, 4))
     _assert_trees_close(half, jax.tree.map(lambda g: 0.5 * g, full), atol=1e-6)
+
+
+def test_kl_stop_keeps_the_state_from_the_first_minibatch_over_the_threshold():
+    """lr 0.5 on on-policy samples: update 1 runs at approx_kl 0 and moves the policy far;
+    update 2's minibatch then measures approx_kl > kl_stop, so it and update 3 are not
+    applied: the state equals one update of the first minibatch. Without kl_stop all 3 run."""
+    model = tiny_model(CFG)
+    samples = _samples(24, seed=4)
+    for s in samples:
+        logits = np.asarray(model(s.input_ids[None], s.pixel_values, s.image_grid_thw)[0])
+        logp = jax.nn.log_softmax(logits[s.target_pos], -1)
+        s.old_logprobs = np.asarray(
+            jnp.take_along_axis(logp, s.input_ids[s.target_pos + 1, None], -1)[:, 0])
+    parts = [_batch(samples[i * 8:(i + 1) * 8]) for i in range(3)]
+    three = jax.tree.map(lambda *x: np.concatenate(x), *parts)
+    mesh = sharding.make_mesh(devices=jax.devices()[:1])
+    out = {}
+    for name, stop, batch in (("stop", 0.01, three), ("one", 0.0, parts[0]),
+                              ("free", 0.0, three)):
+        learner = _learner(mesh, LossConfig(kl_stop=stop), Opt(lr=0.5))
+        state, m = learner.step(_fresh_state(learner), batch)
+        out[name] = (int(state.step), _host(state.params), _host(m))
+    assert out["stop"][0] == 1 and out["stop"][2]["kl_stopped_updates"] == 2
+    assert out["free"][0] == 3 and out["free"][2]["kl_stopped_updates"] == 0
+    _assert_trees_close(out["stop"][1], out["one"][1], atol=0)
