@@ -60,6 +60,7 @@ def get_config() -> ml_collections.ConfigDict:
     e.ray_address = placeholder(str)  # pool_mode=ray: cluster; None: RAY_ADDRESS, else local
     e.ray_actors = placeholder(int)  # pool_mode=ray: actors sharing the envs; None: cluster CPUs
     e.ray_actor_cpus = 0.5  # pool_mode=ray: CPUs each actor reserves (Minecraft: a JVM wants 2+)
+    e.pipeline = False  # async/ray pools: step half the envs while sampling the other half
 
     c.agent = a = ml_collections.ConfigDict()
     a.history = 0  # previous decisions shown in the prompt (GROW's released agent: 0)

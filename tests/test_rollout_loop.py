@@ -106,3 +106,54 @@ def test_tiny_model_episodes_are_reproducible(setup):
             assert len(sa.logprobs) == len(sa.action_ids) and np.all(sa.logprobs <= 0)
             assert sa.invalid == (not agent.decode(sa.action_ids)[1])
     np.testing.assert_array_equal(a[0].steps[0].frame, a[1].steps[0].frame)  # same seed
+
+
+class CountingSampler:
+    """The real sampler, recording each call's batch size."""
+
+    def __init__(self, sampler):
+        self.inner, self.config, self.calls = sampler, sampler.config, []
+
+    def sample(self, params, prompts, images, *, rng, row_ids=None):
+        self.calls.append(len(prompts))
+        return self.inner.sample(params, prompts, images, rng=rng, row_ids=row_ids)
+
+
+def test_pipelined_rollouts_equal_sequential_with_worker_processes(setup):
+    """env.pipeline: two halves, each stepped in both env workers while the other half is
+    sampled, give the sequential loop's trajectories: tokens, rewards, frames, seeds; the
+    logprobs to float rounding (XLA's row results can change in the last bit with the
+    batch size; here they do not)."""
+    from grow_jax.models.qwen2_vl.modeling import Qwen2VL
+    from grow_jax.sampling.generate import Sampler, SamplingParams
+
+    c, tok, mcfg, task, agent = setup
+    model = Qwen2VL(mcfg, rngs=nnx.Rngs(1))
+    params = nnx.state(model, nnx.Param)
+    sampler = CountingSampler(Sampler(model, SamplingParams(
+        max_new_tokens=2, stop_token_ids=agent.stop_ids)))
+    kw = dict(seeds=[1, 1, 2, 3, 4, 5], groups=[0, 0, 1, 2, 3, 4], rng=jax.random.key(7),
+              format_penalty=0.1)
+    with EnvPool([task] * 6, mode="async", num_workers=2) as pool:
+        seq = run_episodes(pool, agent, sampler, params, pipeline=False, **kw)
+        n_seq = len(sampler.calls)
+        pipe = run_episodes(pool, agent, sampler, params, pipeline=True, **kw)
+        with pytest.raises(RuntimeError, match="in flight"):  # a worker takes one command
+            handle = pool.step_async([0], indices=[0])
+            pool.step_async([0], indices=[1])
+        pool.step_wait(handle)
+    assert max(sampler.calls[:n_seq]) == 6 and max(sampler.calls[n_seq:]) <= 3  # halves
+    assert [(t.seed, t.group, t.length) for t in seq] == [(t.seed, t.group, t.length)
+                                                           for t in pipe]
+    assert any(sa.action_ids.tolist() != sb.action_ids.tolist()  # same seed, own keys
+               for sa, sb in zip(seq[0].steps, seq[1].steps))
+    for ta, tb in zip(seq, pipe, strict=True):
+        assert (ta.success, ta.terminated, ta.truncated) == (tb.success, tb.terminated,
+                                                             tb.truncated)
+        for sa, sb in zip(ta.steps, tb.steps, strict=True):
+            np.testing.assert_array_equal(sa.action_ids, sb.action_ids)
+            np.testing.assert_allclose(sa.logprobs, sb.logprobs, rtol=0, atol=1e-5)
+            np.testing.assert_array_equal(sa.frame, sb.frame)
+            np.testing.assert_array_equal(sa.prompt_ids, sb.prompt_ids)
+            assert (sa.reward, sa.invalid, sa.action_text) == (sb.reward, sb.invalid,
+                                                               sb.action_text)

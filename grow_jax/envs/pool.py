@@ -20,6 +20,14 @@ faulted and the call returns normally; this is the contract any pool (e.g. a Ray
   faulted episode, "fail" keeps it as a failure;
 - an env that faults `max_faults_in_a_row` times without finishing an episode in between
   raises `EnvFaultLimit` (one line naming the env, task and seed of the last reset).
+
+Pipelining (`pipeline=True`, read by `grow_jax.rollout.loop` like `fault_policy`): the loop
+steps one half of the envs (`step_async`, then `step_wait`) while it samples the other
+half's actions. A worker holds one command at a time (`step_async` to a worker with one in
+flight is an error), so a fault or restart never meets a second, queued command. Faults,
+restarts and timeouts are those of `step` (the timeout counts from `step_wait`). In sync
+mode the step runs inside `step_async` (same results, no overlap), so a sync pool ignores
+`pipeline`.
 """
 
 from __future__ import annotations
@@ -71,10 +79,14 @@ def _restarted(who: str, reason: str) -> _Fault:
 
 class _PoolBase:
     """What EnvPool and RayEnvPool share: argument checks, index checks, reset/step on top of
-    `_dispatch`, and the fault bookkeeping of the restart policy (module docstring).
+    `_send`/`_receive`, and the fault bookkeeping of the restart policy (module docstring).
 
-    A pool sets `_blocks` (the env indices of each worker) and defines `_dispatch(cmd, args)`
-    (env index -> result, or a `_Fault` for an env that lost its state) and `close`."""
+    A pool sets `_blocks` (the env indices of each worker), `_owner` (env index -> worker;
+    empty in-process) and defines `_send(cmd, args)` (starts the work, returns a token),
+    `_receive(token)` (env index -> result, or a `_Fault` for an env that lost its state) and
+    `close`."""
+
+    pipeline = False  # read by the rollout loop: step half the envs while sampling the other
 
     def _check_args(self, tasks: Sequence[Task], fault_policy: str) -> None:
         name = type(self).__name__
@@ -96,6 +108,7 @@ class _PoolBase:
         self._in_a_row = [0] * n
         self._seeds: list[int | None] = [None] * n  # of each env's last reset (for messages)
         self._needs_reset: set[int] = set()
+        self._busy: set[int] = set()  # workers with a command in flight
 
     @property
     def num_envs(self) -> int:
@@ -118,10 +131,20 @@ class _PoolBase:
     def step(self, actions: Sequence[Any], indices: Sequence[int] | None = None):
         """Steps envs `indices` (default all); returns (obs list, rewards, terminated,
         truncated, infos) in the order of `indices`."""
+        return self.step_wait(self.step_async(actions, indices))
+
+    def step_async(self, actions: Sequence[Any], indices: Sequence[int] | None = None):
+        """Starts `step` on envs `indices` and returns its handle for `step_wait`; their
+        workers must have no command in flight."""
         indices = self._indices(indices)
         if len(actions) != len(indices):
             raise ValueError(f"step got {len(actions)} actions for {len(indices)} envs")
-        results = self._run("step", dict(zip(indices, actions)))
+        return indices, self._submit("step", dict(zip(indices, actions)))
+
+    def step_wait(self, handle):
+        """What `step` returns, for the handle of a `step_async`."""
+        indices, pending = handle
+        results = self._collect(pending)
         for k, (i, res) in enumerate(zip(indices, results)):
             if isinstance(res, _Fault):
                 results[k] = (None, 0.0, False, True, {"success": False, "env_fault": res.args[0]})
@@ -162,17 +185,31 @@ class _PoolBase:
 
     def _run(self, cmd: str, args: dict[int, Any]) -> list[Any]:
         """Results in the order of `args`; with restarts on, faulted envs give a `_Fault`."""
+        return self._collect(self._submit(cmd, args))
+
+    def _submit(self, cmd: str, args: dict[int, Any]):
+        """Starts `cmd` on envs `args`; returns what `_collect` needs."""
+        busy = sorted({self._owner[i] for i in args if i in self._owner} & self._busy)
+        if busy:
+            raise RuntimeError(f"{type(self).__name__}: workers {busy} already have a command "
+                               "in flight (step_wait it first)")
         if cmd == "reset":
             self._needs_reset.difference_update(args)
             merged = {}
         else:
             merged = {i: _Fault("env was restarted after a fault and not reset since")
                       for i in args if i in self._needs_reset}
-        merged.update(self._dispatch(cmd, {i: a for i, a in args.items() if i not in merged}))
+        token = self._send(cmd, {i: a for i, a in args.items() if i not in merged})
+        return list(args), merged, token
+
+    def _collect(self, pending) -> list[Any]:
+        """The results of a `_submit`, in its order; faults are counted here."""
+        order, merged, token = pending
+        merged.update(self._receive(token))
         for i, r in merged.items():
             if isinstance(r, _Fault):
                 self._count_fault(i, r.args[0])
-        return [merged[i] for i in args]
+        return [merged[i] for i in order]
 
     def _count_fault(self, i: int, reason: str) -> None:
         self.num_faults += 1
@@ -241,6 +278,8 @@ class EnvPool(_PoolBase):
         `EnvFaultLimit`; 0 never stops.
       env_factory: builds one env, `env_factory(task, **env_kwargs)` (picklable for async;
         tests pass a fault-injecting one).
+      pipeline: the rollout loop overlaps stepping half the envs with sampling the other
+        half (module docstring); off in sync mode, where a step cannot run in the background.
     """
 
     def __init__(
@@ -254,14 +293,16 @@ class EnvPool(_PoolBase):
         fault_policy: str = "raise",
         max_faults_in_a_row: int = 3,
         env_factory=make_env,
+        pipeline: bool = False,
     ):
         if mode not in ("sync", "async"):
             raise ValueError(f"EnvPool mode must be 'sync' or 'async', got {mode!r}")
         self._check_args(tasks, fault_policy)
         self._init_faults(tasks, timeout_s, fault_policy, max_faults_in_a_row)
-        self.mode = mode
+        self.mode, self.pipeline = mode, bool(pipeline) and mode == "async"
         n = len(self.tasks)
         self._env_kwargs, self._factory = dict(env_kwargs or {}), env_factory
+        self._owner: dict[int, int] = {}
         if mode == "sync":
             self._envs = [env_factory(t, **self._env_kwargs) for t in self.tasks]
             return
@@ -325,8 +366,8 @@ class EnvPool(_PoolBase):
 
     # ------------------------------------------------------------- internals
 
-    def _dispatch(self, cmd: str, args: dict[int, Any]) -> dict[int, Any]:
-        """Runs `cmd` on envs `args` (in-process or on their workers); a fault restarts."""
+    def _send(self, cmd: str, args: dict[int, Any]):
+        """Sends `cmd` to the workers of envs `args` (in-process: runs it); a fault restarts."""
         merged = {}
         if self.mode == "sync":
             for i, arg in args.items():
@@ -338,7 +379,7 @@ class EnvPool(_PoolBase):
                         raise
                     merged[i] = self._restart_sync(i, f"raised during {cmd!r}: "
                                                       f"{type(e).__name__}: {_last_line(e)}")
-            return merged
+            return merged, None, []
         per_worker: dict[int, dict[int, Any]] = {}
         for i, arg in args.items():
             per_worker.setdefault(self._owner[i], {})[i] = arg
@@ -350,8 +391,20 @@ class EnvPool(_PoolBase):
             except (BrokenPipeError, OSError):
                 fault = self._worker_fault(w, f"could not send {cmd!r}: worker is gone")
                 merged.update({i: fault for i in payload})
-        for w, r in self._gather(sent, cmd).items():
-            merged.update(r if not isinstance(r, _Fault) else dict.fromkeys(per_worker[w], r))
+        self._busy.update(sent)
+        return merged, (cmd, per_worker), sent
+
+    def _receive(self, token) -> dict[int, Any]:
+        """The answers of a `_send` (env index -> result or `_Fault`)."""
+        merged, what, sent = token
+        if sent:
+            cmd, per_worker = what
+            try:
+                got = self._gather(sent, cmd)
+            finally:
+                self._busy.difference_update(sent)
+            for w, r in got.items():
+                merged.update(r if not isinstance(r, _Fault) else dict.fromkeys(per_worker[w], r))
         return merged
 
     def _restart_sync(self, i: int, reason: str) -> _Fault:
@@ -440,7 +493,7 @@ def env_kwargs_from_config(env_config) -> dict:
 
 def pool_from_config(tasks_per_env: Sequence[Task], env_config):
     """The pool `config.env` describes: pool_mode "sync" / "async" (EnvPool) or "ray"
-    (grow_jax.envs.ray_pool.RayEnvPool), with its timeout and fault policy."""
+    (grow_jax.envs.ray_pool.RayEnvPool), with its timeout, fault policy and pipelining."""
     e = env_config
     if e.pool_mode == "ray":  # envs in Ray actors (the grow_jax[ray] extra)
         from grow_jax.envs.ray_pool import ray_pool_from_config
@@ -448,4 +501,4 @@ def pool_from_config(tasks_per_env: Sequence[Task], env_config):
         return ray_pool_from_config(tasks_per_env, e)
     return EnvPool(tasks_per_env, env_kwargs=env_kwargs_from_config(e), mode=e.pool_mode,
                    timeout_s=e.timeout_s, fault_policy=e.fault_policy,
-                   max_faults_in_a_row=e.max_faults_in_a_row)
+                   max_faults_in_a_row=e.max_faults_in_a_row, pipeline=e.pipeline)

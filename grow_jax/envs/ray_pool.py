@@ -66,7 +66,8 @@ def ray_pool_from_config(tasks: Sequence[Task], env_config) -> RayEnvPool:
     e = env_config
     return RayEnvPool(tasks, env_kwargs=env_kwargs_from_config(e), num_actors=e.ray_actors,
                       num_cpus=e.ray_actor_cpus, address=e.ray_address, timeout_s=e.timeout_s,
-                      fault_policy=e.fault_policy, max_faults_in_a_row=e.max_faults_in_a_row)
+                      fault_policy=e.fault_policy, max_faults_in_a_row=e.max_faults_in_a_row,
+                      pipeline=e.pipeline)
 
 
 def _own(obs: Obs) -> Obs:
@@ -111,6 +112,8 @@ class RayEnvPool(_PoolBase):
       max_faults_in_a_row: faults of one env without a finished episode in between before
         the pool gives up; 0 never stops.
       address: Ray cluster to join if no session is running (None: RAY_ADDRESS or local).
+      pipeline: the rollout loop overlaps stepping half the envs with sampling the other
+        half (see `grow_jax.envs.pool`).
     """
 
     def __init__(
@@ -123,6 +126,7 @@ class RayEnvPool(_PoolBase):
         fault_policy: str = "raise",
         max_faults_in_a_row: int = 3,
         address: str | None = None,
+        pipeline: bool = False,
     ):
         self._check_args(tasks, fault_policy)
         if num_actors is not None and num_actors < 1:
@@ -135,6 +139,7 @@ class RayEnvPool(_PoolBase):
         if not ray.is_initialized():
             ray.init(address=address, include_dashboard=False, logging_level="WARNING")
         self._init_faults(tasks, timeout_s, fault_policy, max_faults_in_a_row)
+        self.pipeline = bool(pipeline)
         n = len(self.tasks)
         self._env_kwargs = dict(env_kwargs or {})
         if num_actors is None:
@@ -188,14 +193,26 @@ class RayEnvPool(_PoolBase):
     def _obs(self, obs: Obs) -> Obs:
         return _own(obs)
 
-    def _dispatch(self, cmd: str, args: dict[int, Any]) -> dict[int, Any]:
-        """Runs `cmd` on envs `args` on their actors; a fault restarts."""
+    def _send(self, cmd: str, args: dict[int, Any]):
+        """Starts `cmd` on envs `args` on their actors."""
         per_actor: dict[int, dict[int, Any]] = {}
         for i, arg in args.items():
             per_actor.setdefault(self._owner[i], {})[i] = arg
         refs = {k: self._actors[k].run.remote(cmd, payload) for k, payload in per_actor.items()}
+        self._busy.update(refs)
+        return cmd, per_actor, refs
+
+    def _receive(self, token) -> dict[int, Any]:
+        """The answers of a `_send` (env index -> result or `_Fault`); a fault restarts."""
+        cmd, per_actor, refs = token
         merged = {}
-        for k, r in self._gather(refs, cmd).items():
+        if not refs:
+            return merged
+        try:
+            got = self._gather(refs, cmd)
+        finally:
+            self._busy.difference_update(refs)
+        for k, r in got.items():
             merged.update(dict.fromkeys(per_actor[k], r) if isinstance(r, _Fault) else r)
         return merged
 

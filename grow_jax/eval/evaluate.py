@@ -235,12 +235,19 @@ class _SubPool:
         self._pool, self._idx = pool, list(indices)
         self.tasks = [pool.tasks[i] for i in self._idx]
         self.num_envs = len(self._idx)
+        self.pipeline = getattr(pool, "pipeline", False)
 
     def reset(self, seeds):
         return self._pool.reset(seeds, indices=self._idx)
 
     def step(self, actions, indices):
         return self._pool.step(actions, indices=[self._idx[j] for j in indices])
+
+    def step_async(self, actions, indices):
+        return self._pool.step_async(actions, indices=[self._idx[j] for j in indices])
+
+    def step_wait(self, handle):
+        return self._pool.step_wait(handle)
 
 
 def write_report(report: dict, workdir: str, name: str = "eval") -> tuple[str, str]:

@@ -5,6 +5,18 @@ sampled tokens are decoded into env actions (garbled text -> no-op, flagged inva
 a format penalty), all live envs step together through the `EnvPool`, and each decision
 is appended to its episode's `Trajectory`. Finished envs drop out of the batch.
 
+Pipelining (`env.pipeline`, a pool with `step_async`): the envs are cut into two halves
+(alternate env indices, so each half has envs on every worker); while one half steps in the
+workers, the loop samples the other half's actions, and it submits a half's step only once
+the other half's step is back (a worker never holds two). A turn then costs about
+max(envs, sampler) instead of their sum. The sampler draws each episode's tokens from a key
+of its own (see `run_episodes`), so the trajectories are those of the sequential loop for the
+same seeds and rng: the same tokens, actions, rewards and frames. Logprobs agree to float
+rounding only: XLA's kernels for a batch of 64 rows can round a row's logits in the last
+bit differently than for 8 (on the CPU: 1 ulp, ~5e-7 in logprob), and a sampled token could
+in principle flip at an exact tie of that size.
+`RolloutStats.env_s` is then the time the loop waited for envs (not hidden by sampling).
+
 Env faults (a pool that restarts what faulted, see `grow_jax.envs.pool`): an episode whose
 env faulted leaves the batch; the pool's `fault_policy` "drop" (the default for pools
 without one) removes it from the result, "fail" keeps it as a failure. Both are counted in
@@ -73,14 +85,17 @@ def image_token_count(frame_shape, model_config, fit_mode="pad") -> int:
 def run_episodes(pool, agent: Agent, sampler, params, *, seeds: Sequence[int],
                  groups: Sequence[int], rng: jax.Array, format_penalty: float = 0.0,
                  fit_mode: str = "pad", stats: RolloutStats | None = None,
-                 episode_ids: Sequence[int] | None = None) -> list[Trajectory]:
+                 episode_ids: Sequence[int] | None = None,
+                 pipeline: bool | None = None) -> list[Trajectory]:
     """Plays one episode in every env of `pool` (env i: seed seeds[i], group groups[i]).
 
     Decision t of env i samples with key fold_in(fold_in(rng, t), episode_ids[i]) (default
     ids 0..n-1): an episode's tokens depend on its id, not on which envs share its batch,
-    so envs split over processes play what one process would.
+    so envs split over processes (or pipelined halves) play what one process would.
     Returns the trajectories in env order. Episodes end on termination, truncation or
-    the env's own step cap (`Task.max_steps`).
+    the env's own step cap (`Task.max_steps`). `pipeline` (None: the pool's `pipeline`,
+    i.e. `env.pipeline`) steps one half of the envs while sampling the other half's actions
+    (module docstring); the trajectories are the same either way.
     """
     stats = stats if stats is not None else RolloutStats()
     t_start = time.perf_counter()
@@ -91,6 +106,10 @@ def run_episodes(pool, agent: Agent, sampler, params, *, seeds: Sequence[int],
     uids = np.arange(n) if episode_ids is None else np.asarray(episode_ids)
     if len(uids) != n:
         raise ValueError(f"need one episode id per env ({n}), got {len(uids)}")
+    pipeline = getattr(pool, "pipeline", False) if pipeline is None else pipeline
+    if pipeline and not hasattr(pool, "step_async"):
+        raise ValueError(f"pipelined rollouts (env.pipeline) need a pool with step_async "
+                         f"(EnvPool, RayEnvPool), got {type(pool).__name__}")
     t0 = time.perf_counter()
     obs = pool.reset(seeds)
     stats.env_s += time.perf_counter() - t0
@@ -104,42 +123,40 @@ def run_episodes(pool, agent: Agent, sampler, params, *, seeds: Sequence[int],
     live = [i for i in range(n) if i not in faulted]
     n_img = image_token_count(obs[live[0]]["image"].shape, mcfg, fit_mode) if live else 0
     prompt_cache: dict = {}
-    turn = 0
-    while live:
+
+    def act(ids: list[int], turn: int):
+        """Prompts, one sampler call and decoded actions for envs `ids` (all at `turn`)."""
         t0 = time.perf_counter()
         prompts, images = [], []
-        for i in live:
+        for i in ids:
             tr = trajs[i]
             shown = shown_steps(tr, agent.history)
             key = (tr.instruction, tuple(st.action_text for st in shown))
-            ids = prompt_cache.get(key) if agent.history >= 0 else None
-            if ids is None:
-                ids = agent.prompt_ids(tr.instruction, shown, n_img)
+            p_ids = prompt_cache.get(key) if agent.history >= 0 else None
+            if p_ids is None:
+                p_ids = agent.prompt_ids(tr.instruction, shown, n_img)
                 if agent.history >= 0:
-                    prompt_cache[key] = ids
-            prompts.append(ids)
+                    prompt_cache[key] = p_ids
+            prompts.append(p_ids)
             images.append(encode_images([st.frame for st in shown] + [obs[i]["image"]], mcfg,
                                         fit_mode))
         t1 = time.perf_counter()
         stats.prep_s += t1 - t0
-        tokens, logps = sampler.sample(params, prompts, images, rng=jax.random.fold_in(rng, turn),
-                                       row_ids=uids[live])
-        turn += 1
+        tokens, logps = sampler.sample(params, prompts, images,
+                                       rng=jax.random.fold_in(rng, turn), row_ids=uids[ids])
         stats.sample_s += time.perf_counter() - t1
-        actions, decoded = [], []
-        for j, i in enumerate(live):
-            action, valid, text = agent.decode(tokens[j])
-            actions.append(action)
-            decoded.append((valid, text))
-        t0 = time.perf_counter()
-        new_obs, rew, term, trunc, infos = pool.step(actions, indices=live)
-        stats.env_s += time.perf_counter() - t0
+        return prompts, tokens, logps, [agent.decode(t) for t in tokens]
+
+    def record(ids: list[int], acted, stepped) -> list[int]:
+        """Appends each env's decision; returns the envs still playing."""
+        prompts, tokens, logps, decoded = acted
+        new_obs, rew, term, trunc, infos = stepped
         still = []
-        for j, i in enumerate(live):
+        for j, i in enumerate(ids):
             if "env_fault" in infos[j]:
                 faulted.add(i)
                 continue
-            valid, text = decoded[j]
+            _, valid, text = decoded[j]
             tr = trajs[i]
             tr.steps.append(Step(frame=obs[i]["image"], prompt_ids=np.asarray(prompts[j], np.int32),
                                  action_ids=np.asarray(tokens[j], np.int32),
@@ -152,9 +169,36 @@ def run_episodes(pool, agent: Agent, sampler, params, *, seeds: Sequence[int],
                 tr.terminated, tr.truncated = bool(term[j]), bool(trunc[j])
             else:
                 still.append(i)
-        stats.env_steps += len(live)
-        stats.decisions += len(live)
-        live = still
+        stats.env_steps += len(ids)
+        stats.decisions += len(ids)
+        return still
+
+    def timed(fn, *args):
+        t0 = time.perf_counter()
+        out = fn(*args)
+        stats.env_s += time.perf_counter() - t0
+        return out
+
+    if not pipeline:
+        turn = 0
+        while live:
+            acted = act(live, turn)
+            stepped = timed(lambda: pool.step([d[0] for d in acted[3]], indices=live))
+            live, turn = record(live, acted, stepped), turn + 1
+    else:
+        # envs live[0::2] and live[1::2]: one half samples while the other steps
+        halves = [(h, 0) for h in (live[0::2], live[1::2]) if h]  # (envs, turn) to sample
+        stepping = None  # (half's envs, turn, its sampler output, step handle)
+        while halves or stepping:
+            ids, turn = halves.pop(0) if halves else (None, None)
+            acted = act(ids, turn) if ids else None
+            if stepping:  # the other half's step, then its records
+                s_ids, s_turn, s_acted, handle = stepping
+                still = record(s_ids, s_acted, timed(pool.step_wait, handle))
+                if still:
+                    halves.append((still, s_turn + 1))
+            stepping = None if acted is None else (
+                ids, turn, acted, timed(pool.step_async, [d[0] for d in acted[3]], ids))
     stats.total_s += time.perf_counter() - t_start
     stats.env_faults += len(faulted)
     if getattr(pool, "fault_policy", "drop") == "fail":

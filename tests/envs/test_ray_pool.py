@@ -107,13 +107,14 @@ def test_run_episodes_match_in_process(session, tmp_path):
         agent, sampler = FirstTokenAgent(run.agent, lambda first, _: first % 3), run.sampler()
         kw = dict(seeds=[3, 4, 3, 4], groups=[0, 1, 0, 1], rng=jax.random.key(5))
         got = run_episodes(pool, agent, sampler, params, **kw)
+        piped = run_episodes(pool, agent, sampler, params, pipeline=True, **kw)  # env.pipeline
         with EnvPool(per_env, env_kwargs=KW) as ref_pool:
             ref = run_episodes(ref_pool, agent, sampler, params, **kw)
     finally:
         run.close()
     assert len({tuple(s.action_ids) for tr in ref for s in tr.steps}) > 1  # actions vary
     assert {len(tr.steps) for tr in ref} != {1}
-    for a, b in zip(got, ref):
+    for a, b in [*zip(got, ref), *zip(piped, ref, strict=True)]:
         assert (a.task_id, a.seed, a.success, a.terminated, a.truncated) == \
             (b.task_id, b.seed, b.success, b.terminated, b.truncated)
         assert len(a.steps) == len(b.steps)

@@ -84,15 +84,21 @@ class _Sampler:
         return [np.array([7, 8])] * len(prompts), [np.zeros(2, np.float32)] * len(prompts)
 
 
-@pytest.mark.parametrize(("mode", "policy"), [("sync", "drop"), ("sync", "fail"),
-                                              ("async", "drop")])
-def test_rollout_drops_or_fails_the_faulted_episode(tasks, mode, policy):
+@pytest.mark.parametrize(("mode", "policy", "fault", "pipeline"), [
+    ("sync", "drop", "raise", False), ("sync", "fail", "raise", False),
+    ("async", "drop", "raise", False),
+    ("async", "drop", "crash", True), ("async", "fail", "raise", True)])
+def test_rollout_drops_or_fails_the_faulted_episode(tasks, mode, policy, fault, pipeline):
+    """Also pipelined (env.pipeline): env 1's worker dies or its env raises while the other
+    half (env 0) is sampled; the episode is dropped or failed, the others play on."""
     import jax
 
-    with _pool(tasks, mode, "raise", policy=policy) as pool:
+    with _pool(tasks, mode, fault, policy=policy) as pool:
         stats = RolloutStats()
         trajs = run_episodes(pool, _Agent(), _Sampler(), None, seeds=[0, BAD_SEED, 1],
-                             groups=[0, 0, 0], rng=jax.random.key(0), stats=stats)
+                             groups=[0, 0, 0], rng=jax.random.key(0), stats=stats,
+                             pipeline=pipeline)
+        assert pool.num_faults == 1 and not pool._busy
     assert stats.env_faults == 1
     if policy == "drop":
         assert [t.seed for t in trajs] == [0, 1]
