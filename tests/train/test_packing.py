@@ -158,3 +158,21 @@ def test_pack_len_errors_name_the_key():
     small = dataclasses.replace(packing.fit([samples], shape, CFG.text, 2 * shape.seq), rows=1)
     with pytest.raises(ValueError, match="packed rows"):
         packing.collate_packed(samples, small, CFG)
+
+
+@pytest.mark.slow
+def test_packed_step_on_an_eight_device_mesh_matches_one_device():
+    """Rows sharded over (data, fsdp) and the target_slot gather across shards: the same
+    update as on one device."""
+    samples = _samples(8, seed=7)
+    shape = BatchShape.fit(samples, 8)
+    pshape = packing.fit([samples], shape, CFG.text, 2 * shape.seq, row_multiple=4)
+    batch = stack_micro_batches([packing.collate_packed(samples, pshape, CFG)], 1)
+    out = []
+    for mesh in (sharding.make_mesh(devices=jax.devices()[:1]), sharding.make_mesh(2, 2, 2)):
+        model = sharding.shard_model(tiny_model(CFG), mesh)
+        learner = Learner(model, make_optimizer(Opt, nnx.state(model, nnx.Param)), LossConfig(),
+                          mesh)
+        state, m = learner.step(learner.init_state(), batch)
+        out.append(jax.device_get((state.params, m)))
+    _assert_close(out[0], out[1])
