@@ -180,3 +180,21 @@ def test_packed_grammar_reads_each_targets_own_previous_token():
     assert np.isfinite(float(m1["loss"])) and abs(float(m1["loss"])) > 1e-3
     _assert_close(m1, m2)
     _assert_close(g1, g2)
+
+
+@pytest.mark.slow
+def test_packed_step_on_an_eight_device_mesh_matches_one_device():
+    """Rows sharded over (data, fsdp) and the target_slot gather across shards: the same
+    update as on one device."""
+    samples = _samples(8, seed=7)
+    shape = BatchShape.fit(samples, 8)
+    pshape = packing.fit([samples], shape, CFG.text, 2 * shape.seq, row_multiple=4)
+    batch = stack_micro_batches([packing.collate_packed(samples, pshape, CFG)], 1)
+    out = []
+    for mesh in (sharding.make_mesh(devices=jax.devices()[:1]), sharding.make_mesh(2, 2, 2)):
+        model = sharding.shard_model(tiny_model(CFG), mesh)
+        learner = Learner(model, make_optimizer(Opt, nnx.state(model, nnx.Param)), LossConfig(),
+                          mesh)
+        state, m = learner.step(learner.init_state(), batch)
+        out.append(jax.device_get((state.params, m)))
+    _assert_close(out[0], out[1])
