@@ -38,7 +38,7 @@ class ScriptedSampler:
     def __init__(self, config, answers):
         self.config, self.answers, self.calls = config, answers, []
 
-    def sample(self, params, prompts, images, *, rng):
+    def sample(self, params, prompts, images, *, rng, row_ids=None):
         self.calls.append(len(prompts))
         n = len(prompts)
         toks = [np.asarray(self.answers[i % len(self.answers)], np.int32) for i in range(n)]

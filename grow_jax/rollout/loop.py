@@ -72,9 +72,13 @@ def image_token_count(frame_shape, model_config, fit_mode="pad") -> int:
 
 def run_episodes(pool, agent: Agent, sampler, params, *, seeds: Sequence[int],
                  groups: Sequence[int], rng: jax.Array, format_penalty: float = 0.0,
-                 fit_mode: str = "pad", stats: RolloutStats | None = None) -> list[Trajectory]:
+                 fit_mode: str = "pad", stats: RolloutStats | None = None,
+                 episode_ids: Sequence[int] | None = None) -> list[Trajectory]:
     """Plays one episode in every env of `pool` (env i: seed seeds[i], group groups[i]).
 
+    Decision t of env i samples with key fold_in(fold_in(rng, t), episode_ids[i]) (default
+    ids 0..n-1): an episode's tokens depend on its id, not on which envs share its batch,
+    so envs split over processes play what one process would.
     Returns the trajectories in env order. Episodes end on termination, truncation or
     the env's own step cap (`Task.max_steps`).
     """
@@ -84,6 +88,9 @@ def run_episodes(pool, agent: Agent, sampler, params, *, seeds: Sequence[int],
     if len(seeds) != n or len(groups) != n:
         raise ValueError(f"need one seed and one group per env ({n}), got {len(seeds)} seeds "
                          f"and {len(groups)} groups")
+    uids = np.arange(n) if episode_ids is None else np.asarray(episode_ids)
+    if len(uids) != n:
+        raise ValueError(f"need one episode id per env ({n}), got {len(uids)}")
     t0 = time.perf_counter()
     obs = pool.reset(seeds)
     stats.env_s += time.perf_counter() - t0
@@ -97,6 +104,7 @@ def run_episodes(pool, agent: Agent, sampler, params, *, seeds: Sequence[int],
     live = [i for i in range(n) if i not in faulted]
     n_img = image_token_count(obs[live[0]]["image"].shape, mcfg, fit_mode) if live else 0
     prompt_cache: dict = {}
+    turn = 0
     while live:
         t0 = time.perf_counter()
         prompts, images = [], []
@@ -114,8 +122,9 @@ def run_episodes(pool, agent: Agent, sampler, params, *, seeds: Sequence[int],
                                         fit_mode))
         t1 = time.perf_counter()
         stats.prep_s += t1 - t0
-        rng, sub = jax.random.split(rng)
-        tokens, logps = sampler.sample(params, prompts, images, rng=sub)
+        tokens, logps = sampler.sample(params, prompts, images, rng=jax.random.fold_in(rng, turn),
+                                       row_ids=uids[live])
+        turn += 1
         stats.sample_s += time.perf_counter() - t1
         actions, decoded = [], []
         for j, i in enumerate(live):

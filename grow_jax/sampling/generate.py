@@ -50,22 +50,25 @@ class SamplingParams:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
 
 
-def _choose(logits: jax.Array, rng: jax.Array, sp: SamplingParams):
-    """Picks one token per row; returns (token, its log-probability)."""
+def _choose(logits: jax.Array, keys: jax.Array, sp: SamplingParams):
+    """Picks one token per row with that row's key (keys [B]); returns (token, its
+    log-probability)."""
     logits = losses.suppress_tokens(logits.astype(jnp.float32), sp.suppress_token_ids)
     if sp.temperature == 0:
         tok = jnp.argmax(logits, axis=-1)
         return tok, jnp.take_along_axis(jax.nn.log_softmax(logits), tok[:, None], 1)[:, 0]
     filt = losses.policy_logits(logits, temperature=sp.temperature, top_k=sp.top_k,
                                 top_p=sp.top_p)
-    tok = jax.random.categorical(rng, filt, axis=-1)
+    tok = jax.vmap(jax.random.categorical)(keys, filt)
     logp = jax.nn.log_softmax(filt)
     return tok, jnp.take_along_axis(logp, tok[:, None], 1)[:, 0]
 
 
 def _generate(params, rest, rng, batch, *, graphdef, config, sp: SamplingParams):
     """Prefill + decode. batch: input_ids/attention_mask [B,Tp], position_ids [3,B,Tp],
-    pixel_values [P,D], vision_pos_ids [P,2], vision_segment_ids [P], row_valid [B]."""
+    pixel_values [P,D], vision_pos_ids [P,2], vision_segment_ids [P], row_valid [B],
+    row_ids [B]. Token i of a row is drawn with fold_in(fold_in(rng, row_id), i): a row's
+    tokens depend on its id, not on its place in the batch or on the other rows."""
     model = nnx.merge(graphdef, params, rest)
     ids, pmask = batch["input_ids"], batch["attention_mask"]
     b, tp = ids.shape
@@ -90,37 +93,37 @@ def _generate(params, rest, rng, batch, *, graphdef, config, sp: SamplingParams)
     next_pos = jnp.max(batch["position_ids"], axis=(0, 2)) + 1  # [B]
     stops = jnp.asarray(sp.stop_token_ids or (-1,), jnp.int32)
 
-    rng, sub = jax.random.split(rng)
-    tok, lp = _choose(logits[:, -1], sub, sp)
+    row_keys = jax.vmap(jax.random.fold_in, (None, 0))(rng, batch["row_ids"])
+    step_keys = jax.vmap(jax.random.fold_in, (0, None))
+    tok, lp = _choose(logits[:, -1], step_keys(row_keys, 0), sp)
     tokens = jnp.zeros((b, sp.max_new_tokens), jnp.int32).at[:, 0].set(tok)
     logps = jnp.zeros((b, sp.max_new_tokens), jnp.float32).at[:, 0].set(lp)
     done = jnp.isin(tok, stops) | ~batch["row_valid"]  # padding rows never hold the loop
     lengths = jnp.ones((b,), jnp.int32)
 
     def cond(c):
-        i, _, _, _, _, _, done, _ = c
+        i, _, _, _, _, _, done = c
         return (i < sp.max_new_tokens) & ~jnp.all(done)
 
     def body(c):
-        i, cache, mask, tokens, logps, lengths, done, rng = c
+        i, cache, mask, tokens, logps, lengths, done = c
         mask = mask.at[:, tp + i - 1].set(1)
         pos = jnp.broadcast_to((next_pos + i - 1)[None, :, None], (3, b, 1)).astype(jnp.int32)
         prev = jax.lax.dynamic_slice_in_dim(tokens, i - 1, 1, axis=1)
         logits, cache = model.forward(
             prev, pos, mask, cache=cache, cache_pos=(tp + i - 1).astype(jnp.int32)
         )
-        rng, sub = jax.random.split(rng)
-        tok, lp = _choose(logits[:, -1], sub, sp)
+        tok, lp = _choose(logits[:, -1], step_keys(row_keys, i), sp)
         tok = jnp.where(done, 0, tok)
         lp = jnp.where(done, 0.0, lp)
         tokens = tokens.at[:, i].set(tok)
         logps = logps.at[:, i].set(lp)
         lengths = lengths + (~done).astype(jnp.int32)
         done = done | jnp.isin(tok, stops)
-        return i + 1, cache, mask, tokens, logps, lengths, done, rng
+        return i + 1, cache, mask, tokens, logps, lengths, done
 
-    init = (jnp.int32(1), cache, mask, tokens, logps, lengths, done, rng)
-    _, _, _, tokens, logps, lengths, _, _ = jax.lax.while_loop(cond, body, init)
+    init = (jnp.int32(1), cache, mask, tokens, logps, lengths, done)
+    _, _, _, tokens, logps, lengths, _ = jax.lax.while_loop(cond, body, init)
     return tokens, logps, lengths
 
 
@@ -161,8 +164,10 @@ class Sampler:
         """How many distinct bucketed batch shapes (= compilations) this sampler has run."""
         return len(self._shapes)
 
-    def prepare(self, prompts: Sequence[np.ndarray], images=None) -> tuple[dict, int]:
-        """Left-pads prompts and concatenates image patches into one bucketed batch."""
+    def prepare(self, prompts: Sequence[np.ndarray], images=None,
+                row_ids: Sequence[int] | None = None) -> tuple[dict, int]:
+        """Left-pads prompts and concatenates image patches into one bucketed batch;
+        `row_ids` (default 0..n-1) key each row's sampling."""
         n = len(prompts)
         if n == 0:
             raise ValueError("no prompts to sample from")
@@ -206,12 +211,17 @@ class Sampler:
             "vision_pos_ids": vpos,
             "vision_segment_ids": seg,
             "row_valid": np.arange(b) < n,
+            "row_ids": _row_ids(row_ids, n, b),
         }
         return batch, n
 
-    def sample(self, params, prompts, images=None, *, rng) -> tuple[list, list]:
-        """New tokens and their log-probabilities per prompt (cut after a stop token)."""
-        batch, n = self.prepare(prompts, images)
+    def sample(self, params, prompts, images=None, *, rng, row_ids=None) -> tuple[list, list]:
+        """New tokens and their log-probabilities per prompt (cut after a stop token).
+
+        `row_ids`: one int per prompt (default its index) that, with `rng`, keys the
+        prompt's sampling; the rollout passes episode ids, so an episode draws the same
+        tokens whatever batch (or process) it is sampled in."""
+        batch, n = self.prepare(prompts, images, row_ids)
         self._shapes.add(tuple((k, v.shape) for k, v in sorted(batch.items())))
         if self.mesh is None:
             out = self._fn(params, self.rest, rng, batch)
@@ -223,6 +233,15 @@ class Sampler:
             [tokens[i, : lengths[i]] for i in range(n)],
             [logps[i, : lengths[i]] for i in range(n)],
         )
+
+
+def _row_ids(row_ids, n: int, b: int) -> np.ndarray:
+    """Sampling ids of a batch of b rows (n real ones); padding rows get -1."""
+    if row_ids is not None and len(row_ids) != n:
+        raise ValueError(f"row_ids has {len(row_ids)} entries for {n} prompts")
+    ids = np.full((b,), -1, np.int32)
+    ids[:n] = np.arange(n) if row_ids is None else np.asarray(row_ids)
+    return ids
 
 
 def _shard_batch(batch: dict, mesh) -> dict:

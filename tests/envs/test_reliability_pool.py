@@ -80,7 +80,7 @@ class _Agent:
 class _Sampler:
     config = Qwen2VLConfig.tiny()
 
-    def sample(self, params, prompts, images, rng):
+    def sample(self, params, prompts, images, rng, row_ids=None):
         return [np.array([7, 8])] * len(prompts), [np.zeros(2, np.float32)] * len(prompts)
 
 

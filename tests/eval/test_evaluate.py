@@ -37,7 +37,7 @@ class StandInSampler:
 
     config = Qwen2VLConfig.tiny()
 
-    def sample(self, params, prompts, images, rng):
+    def sample(self, params, prompts, images, rng, row_ids=None):
         tokens = [np.array([int(zlib.crc32(p.tobytes()) % 3 != 0)], np.int32) for p in prompts]
         return tokens, [np.zeros(1, np.float32) for _ in prompts]
 

@@ -244,3 +244,22 @@ def test_sharded_sampling_matches_single_device():
     for r, t, rl, tl in zip(ref, toks, ref_lp, lps, strict=True):
         np.testing.assert_array_equal(t, r)
         np.testing.assert_allclose(tl, rl, atol=1e-5)
+
+
+def test_row_ids_key_sampling_not_batch_position():
+    """A prompt sampled with row id k draws the same tokens in any batch, order or size
+    (what lets envs split over processes play what one process plays)."""
+    c, _, model = _models()
+    sampler = Sampler(model, SamplingParams(max_new_tokens=4, temperature=1.0))
+    params = nnx.state(model, nnx.Param)
+    prompts, _ = _prompts(c, [(5, []), (7, []), (6, []), (5, [])], seed=3)
+    key = jax.random.key(11)
+    full, full_lp = sampler.sample(params, prompts, rng=key, row_ids=[10, 11, 12, 13])
+    part, part_lp = sampler.sample(params, [prompts[2], prompts[0]], rng=key, row_ids=[12, 10])
+    np.testing.assert_array_equal(part[0], full[2])
+    np.testing.assert_array_equal(part[1], full[0])
+    np.testing.assert_allclose(part_lp[0], full_lp[2], atol=1e-6)
+    other, _ = sampler.sample(params, [prompts[0]] * 8, rng=key, row_ids=list(range(8)))
+    assert len({tuple(t) for t in other}) > 1  # distinct ids: distinct draws
+    with pytest.raises(ValueError, match="row_ids has 1 entries for 2 prompts"):
+        sampler.sample(params, prompts[:2], rng=key, row_ids=[0])
