@@ -10,9 +10,15 @@ Unset flags fall back to GROW_JAX_COORDINATOR / GROW_JAX_NUM_PROCESSES / GROW_JA
 On CPU the cross-process collectives use gloo. A peer that stops sending heartbeats makes
 every other process exit (non-zero, naming the lost task) within `heartbeat_s`.
 
-Work split: the world seeds of an iteration's groups are global; process p plays the
-contiguous slice `local_groups(n, P, p)` of them, so no two processes play one episode and
-process order equals the single-process env order.
+Work split (`--mode=train`): the world seeds of an iteration's groups are global; process p
+plays the contiguous slice `local_groups(n, P, p)` of them (`local_envs`: its envs), so no two
+processes play one episode and process order equals the single-process env order. Each
+process samples on its own devices (`local_mesh`, `local_params`), with keys per episode id,
+so an episode draws what it would in a one-process run. `gather_rollout` then gives every
+process all trajectories in global order: samples, advantages, batches and the metrics row
+are computed identically everywhere, and `Learner.step` keeps each process's rows of the
+global batch (`global_batch`). Evaluation: process p plays its share of each task's episodes
+(`split_range`); `evaluate` merges the episode records.
 """
 
 from __future__ import annotations
@@ -64,6 +70,114 @@ def local_groups(n_groups: int, num_processes: int, process_id: int) -> range:
                          f"process count ({num_processes})")
     k = n_groups // num_processes
     return range(process_id * k, (process_id + 1) * k)
+
+
+def process() -> tuple[int, int]:
+    """(this process's index, process count)."""
+    import jax
+
+    return jax.process_index(), jax.process_count()
+
+
+def is_primary() -> bool:
+    """Process 0: the one that writes metrics, reports, videos and other workdir files."""
+    import jax
+
+    return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+    """Every process waits here until all have arrived (no-op for one process)."""
+    import jax
+    from jax.experimental import multihost_utils
+
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
+def local_envs(n_groups: int, group_size: int) -> range:
+    """Global indices of the envs (group-major) this process plays in an iteration."""
+    p, n = process()
+    g = local_groups(n_groups, n, p)
+    return range(g.start * group_size, g.stop * group_size)
+
+
+def split_range(n: int, parts: int, index: int) -> range:
+    """Part `index` of 0..n-1 cut into `parts` contiguous pieces (sizes differ by <= 1)."""
+    k, extra = divmod(n, parts)
+    start = index * k + min(index, extra)
+    return range(start, start + k + (index < extra))
+
+
+def local_mesh(mesh):
+    """The block of `mesh` on this process's devices (same axis names), for work each
+    process does on its own (sampling); `mesh` itself for one process. Raises if this
+    process's devices are not one block of the mesh."""
+    import jax
+
+    if jax.process_count() == 1:
+        return mesh
+    devs = mesh.devices
+    mine = np.vectorize(lambda d: d.process_index == jax.process_index())(devs)
+    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(mine))
+    if not mine[box].all() or mine[box].size != int(mine.sum()):
+        raise ValueError(f"process {jax.process_index()}'s devices are not one block of the "
+                         f"mesh {dict(mesh.shape)}; choose mesh sizes whose leading axes "
+                         "split over processes")
+    return jax.sharding.Mesh(devs[box], mesh.axis_names, axis_types=mesh.axis_types)
+
+
+def local_params(tree, mesh):
+    """`tree`'s global arrays as arrays on `mesh` (this process's block, `local_mesh`), with
+    the same partition specs. A leaf whose local shards already hold what the local mesh
+    needs (not sharded over processes) is rewrapped without a copy; the others are
+    all-gathered (a collective: every process must call this at the same point)."""
+    import jax
+    from jax.experimental import multihost_utils
+    from jax.sharding import NamedSharding
+
+    if jax.process_count() == 1:
+        return tree
+    leaves, treedef = jax.tree.flatten(tree)
+    out, gather = [], []
+    for i, x in enumerate(leaves):
+        loc = NamedSharding(mesh, x.sharding.spec)
+        want = loc.devices_indices_map(x.shape)
+        have = x.sharding.devices_indices_map(x.shape)
+        if all(want[d] == have[d] for d in want):
+            shards = {s.device: s.data for s in x.addressable_shards}
+            out.append(jax.make_array_from_single_device_arrays(x.shape, loc,
+                                                                [shards[d] for d in want]))
+        else:
+            out.append(loc)
+            gather.append(i)
+    if gather:
+        full = multihost_utils.process_allgather([leaves[i] for i in gather], tiled=True)
+        for i, value in zip(gather, full):
+            out[i] = jax.device_put(np.asarray(value), out[i])
+    return jax.tree.unflatten(treedef, out)
+
+
+def gather_rollout(trajs: list, stats):
+    """(all processes' trajectories in process order, their summed RolloutStats) on every
+    process; timings are the slowest process's."""
+    import jax
+
+    if jax.process_count() == 1:
+        return trajs, stats
+    parts = allgather_objects((trajs, stats))
+    return [t for ts, _ in parts for t in ts], merge_stats([s for _, s in parts])
+
+
+def merge_stats(all_stats: list):
+    """One RolloutStats from every process's: counts summed, times (`*_s`) the maximum."""
+    import dataclasses
+
+    out = dataclasses.replace(all_stats[0])
+    for f in dataclasses.fields(out):
+        vals = [getattr(s, f.name) for s in all_stats]
+        setattr(out, f.name, max(vals) if f.name.endswith("_s") else sum(vals))
+    return out
 
 
 def global_batch(batch: dict, shardings: dict) -> dict:

@@ -120,9 +120,16 @@ def evaluate(pool, agent, sampler, params, *, episodes_per_task: int, seed_offse
              rng: jax.Array, format_penalty: float = 0.0, results_path: str | None = None,
              settings: Mapping | None = None, tasks: Sequence | None = None,
              make_pool: Callable[[list], object] | None = None,
-             num_envs: int | None = None) -> tuple[dict, list[Trajectory]]:
+             num_envs: int | None = None,
+             process: tuple[int, int] = (0, 1)) -> tuple[dict, list[Trajectory]]:
     """Plays `episodes_per_task` episodes of every task on held-out seeds (seed_offset +
     episode index, so every policy is evaluated on the same worlds).
+
+    Episode k of the task at position j samples with id j * episodes_per_task + k (its
+    tokens do not depend on the round or process playing it). `process=(p, P)`, P > 1:
+    this call plays its contiguous share of each task's episodes (`pool` / `num_envs` are
+    this process's), keeps its own resume file, and the report merges every process's
+    records (a collective: all P processes call evaluate together).
 
     Either `pool` (an EnvPool whose envs cover its tasks; reused round after round) or
     `tasks` + `make_pool(tasks_per_env)` + `num_envs`: the tasks are played shard by shard,
@@ -134,11 +141,20 @@ def evaluate(pool, agent, sampler, params, *, episodes_per_task: int, seed_offse
         raise ValueError("evaluate needs either pool or tasks (with make_pool and num_envs)")
     if tasks is not None and (make_pool is None or not num_envs):
         raise ValueError("evaluate(tasks=...) needs make_pool and num_envs")
+    from grow_jax import distributed
+
+    index, count = process
+    share = distributed.split_range(episodes_per_task, count, index)
+    plan_envs = num_envs  # shards are planned for the whole run's envs
+    if count > 1:  # per-process resume files, valid only for the same split
+        settings = dict(settings or {}, process=[index, count])
+        results_path = results_path and f"{results_path}.p{index}"
+        num_envs = num_envs and max(1, num_envs // count)
     key = fingerprint(dict(settings or {}, episodes=episodes_per_task, seed_offset=seed_offset))
     done = read_results(results_path, key) if results_path else {}
     stats = RolloutStats()
     trajs: list[Trajectory] = []
-    common = dict(episodes=episodes_per_task, seed_offset=seed_offset,
+    common = dict(share=share, episodes=episodes_per_task, seed_offset=seed_offset,
                   format_penalty=format_penalty, stats=stats)  # fmt: skip
 
     def finish(new: list[Trajectory]):
@@ -152,52 +168,62 @@ def evaluate(pool, agent, sampler, params, *, episodes_per_task: int, seed_offse
 
     if pool is not None:
         all_ids = list(dict.fromkeys(t.task_id for t in pool.tasks))
+        position = {t: j for j, t in enumerate(all_ids)}
         if any(t not in done for t in all_ids):
-            _play(pool, agent, sampler, params, rng=rng, skip=set(done), finish=finish, **common)
+            _play(pool, agent, sampler, params, rng=rng, skip=set(done), finish=finish,
+                  position=position, **common)
     else:
         all_ids = list(dict.fromkeys(t.task_id for t in tasks))
-        for k, shard in enumerate(plan_shards(list(tasks), episodes_per_task, num_envs)):
+        position = {t: j for j, t in enumerate(all_ids)}
+        for shard in plan_shards(list(tasks), episodes_per_task, plan_envs):
             if all(t.task_id in done for t in shard):
                 continue
-            sub = make_pool(shard_envs(shard, episodes_per_task, num_envs))
+            sub = make_pool(shard_envs(shard, max(1, len(share)), num_envs))
             try:
-                _play(sub, agent, sampler, params, rng=jax.random.fold_in(rng, k),
-                      skip=set(done), finish=finish, **common)  # fmt: skip
+                _play(sub, agent, sampler, params, rng=rng, skip=set(done), finish=finish,
+                      position=position, **common)  # fmt: skip
             finally:
                 sub.close()
+    if count > 1:  # every process's records, each task's in seed order as one process has them
+        parts = distributed.allgather_objects((done, stats))
+        done = {t: sorted((r for d, _ in parts for r in d.get(t, ())), key=lambda r: r["seed"])
+                for t in all_ids}
+        stats = distributed.merge_stats([st for _, st in parts])
     report = summarize([r for t in all_ids for r in done[t]])
     report["rollout"] = stats.as_dict()
     return report, trajs
 
 
-def _play(pool, agent, sampler, params, *, episodes, seed_offset, rng, format_penalty, stats,
-          skip, finish):
-    """Rounds over `pool` until every task not in `skip` has played `episodes` episodes;
-    `finish(trajectories)` receives each task's episodes once the task is complete."""
+def _play(pool, agent, sampler, params, *, share, episodes, seed_offset, rng, format_penalty,
+          stats, skip, finish, position):
+    """Rounds over `pool` until every task not in `skip` has played its `share` (episode
+    indices) of its `episodes`; `finish(trajectories)` receives each task's episodes once
+    the task is complete."""
     task_slots = collections.defaultdict(list)
     for i, task in enumerate(pool.tasks):
         if task.task_id not in skip:
             task_slots[task.task_id].append(i)
     started = collections.Counter()
     played = collections.defaultdict(list)
-    while min(started[t] for t in task_slots) < episodes:
-        seeds, groups, idx = [], [], []
+    while task_slots and min(started[t] for t in task_slots) < len(share):
+        seeds, groups, idx, uids = [], [], [], []
         for tid, slots in task_slots.items():
             for i in slots:
-                k = started[tid]
-                if k >= episodes:
+                if started[tid] >= len(share):
                     continue
+                k = share[started[tid]]
                 started[tid] += 1
                 idx.append(i)
                 seeds.append(seed_offset + k)
                 groups.append(k)
-        rng, sub = jax.random.split(rng)
+                uids.append(position[tid] * episodes + k)
         new = run_episodes(_SubPool(pool, idx), agent, sampler, params, seeds=seeds,
-                           groups=groups, rng=sub, format_penalty=format_penalty, stats=stats)
+                           groups=groups, rng=rng, format_penalty=format_penalty, stats=stats,
+                           episode_ids=uids)
         complete = []
         for tr in new:
             played[tr.task_id].append(tr)
-            if len(played[tr.task_id]) == episodes:
+            if len(played[tr.task_id]) == len(share):
                 complete += sorted(played.pop(tr.task_id), key=lambda t: t.seed)
         finish(complete)
 

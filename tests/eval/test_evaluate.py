@@ -126,3 +126,45 @@ def test_resume_on_a_fixed_pool_and_other_settings_start_afresh(tmp_path):
     pool.close()
     with pytest.raises(ValueError, match="either pool or tasks"):
         evaluate(None, StandInAgent(), StandInSampler(), None, **kw)
+
+
+class KeyedSampler(StandInSampler):
+    """Attacks or not by a hash of (key, row id): what an episode plays depends on the id
+    evaluate gives it, as the real sampler's draws do."""
+
+    def sample(self, params, prompts, images, rng, row_ids=None):
+        kd = np.asarray(jax.random.key_data(rng)).tobytes()
+        tokens = [np.array([int(zlib.crc32(kd + np.int64(r).tobytes()) % 3 != 0)], np.int32)
+                  for r in row_ids]
+        return tokens, [np.zeros(1, np.float32) for _ in prompts]
+
+
+@pytest.mark.parametrize("sharded", [False, True])
+def test_split_over_processes_merges_to_the_one_process_report(monkeypatch, sharded):
+    """Two processes' shares (fewer envs each), merged, give the one-process report."""
+    from grow_jax import distributed
+
+    tasks = minecraft.make_tasks(ids=["combat"], max_steps=2)[:3]
+
+    def run(process, n_env):
+        kw = dict(episodes_per_task=5, seed_offset=7, rng=jax.random.key(1), process=process)
+        if sharded:  # 2 tasks per shard, fresh pools
+            return evaluate(None, StandInAgent(), KeyedSampler(), None, tasks=tasks,
+                            num_envs=n_env, make_pool=_pools([]), **kw)
+        pool = EnvPool([tasks[i % 3] for i in range(n_env)],
+                       env_kwargs=dict(fake=True, obs_size=(32, 18)))
+        try:
+            return evaluate(pool, StandInAgent(), KeyedSampler(), None, **kw)
+        finally:
+            pool.close()
+
+    one, _ = run((0, 1), 6 if not sharded else 4)
+    parts = []
+    monkeypatch.setattr(distributed, "allgather_objects", lambda obj: parts.append(obj) or [obj])
+    _, trajs1 = run((1, 2), 3 if not sharded else 4)
+    monkeypatch.setattr(distributed, "allgather_objects", lambda obj: [obj, parts[0]])
+    merged, trajs0 = run((0, 2), 3 if not sharded else 4)
+    assert {tr.seed for tr in trajs0} == {7, 8, 9} and {tr.seed for tr in trajs1} == {10, 11}
+    assert one["rollout"]["env_steps"] == merged["rollout"]["env_steps"]
+    one.pop("rollout"), merged.pop("rollout")
+    assert merged == one and 0 < one["success_rate"] < 1
