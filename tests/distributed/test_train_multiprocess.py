@@ -86,3 +86,26 @@ def test_two_processes_train_like_one(tmp_path):
     assert json.load(open(os.path.join(two, "eval.json")))["episodes"] == 6
     assert json.load(open(os.path.join(two, "eval.json"))) == json.load(
         open(os.path.join(one, "eval.json"))) or True
+
+
+@pytest.mark.slow
+def test_killed_process_stops_the_other(tmp_path):
+    """Process 1 is SIGKILLed after iteration 2's episodes; process 0, waiting for its
+    trajectories, exits non-zero within 60 s with one line naming process 1."""
+    wd, port = str(tmp_path / "run"), _port()
+    procs = []
+    for i in (0, 1):
+        env = _env(2, **({KILL_ENV: "rollout:2"} if i else {}))
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "grow_jax.main", f"--workdir={wd}", *MINI,
+             "--config.sft.steps=0", "--config.eval.every=0", "--config.rl.iterations=5",
+             f"--distributed=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    out1, _ = procs[1].communicate(timeout=600)
+    assert procs[1].returncode == -9, out1[-3000:]
+    t0 = time.monotonic()
+    out0, _ = procs[0].communicate(timeout=120)
+    waited = time.monotonic() - t0
+    print(f"process 0 exited {waited:.1f} s after process 1 was killed")
+    assert waited < 60 and procs[0].returncode != 0, out0[-3000:]
+    assert "error: process 0: lost peer process 1 of 2: no heartbeat" in out0, out0[-3000:]
