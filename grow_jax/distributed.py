@@ -278,6 +278,25 @@ def global_batch(batch: dict, shardings: dict) -> dict:
             for k, v in batch.items()}
 
 
+def put_batch(batch: dict, shardings: dict) -> dict:
+    """Host arrays (the same full batch on every process) -> jax Arrays on `shardings`."""
+    import jax
+
+    if jax.process_count() == 1:
+        return jax.device_put(batch, shardings)
+    return global_batch(batch, shardings)
+
+
+def host_value(x) -> np.ndarray:
+    """A jax Array's whole value on this host (all-gathered if other processes hold part)."""
+    import jax
+    from jax.experimental import multihost_utils
+
+    if x.is_fully_addressable or x.is_fully_replicated:
+        return np.asarray(jax.device_get(x))
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
 def allgather_objects(obj) -> list:
     """Every process's `obj` (picklable), in process order, on every process."""
     import jax

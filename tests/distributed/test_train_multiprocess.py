@@ -47,45 +47,79 @@ def _rows(workdir):
 
 
 def _final_params(workdir):
+    """step, {path: array} of WORKDIR's newest checkpoint, read onto this process's device."""
     import jax
     import orbax.checkpoint as ocp
 
     ckdir = os.path.join(workdir, "checkpoints")
     step = max(int(d) for d in os.listdir(ckdir) if d.isdigit())
+    path = os.path.join(ckdir, str(step), "params")
+    dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     with ocp.StandardCheckpointer() as ck:
-        tree = ck.restore(os.path.join(ckdir, str(step), "params"))
+        meta = ck.metadata(path)
+        meta = getattr(getattr(meta, "item_metadata", meta), "tree", meta)
+        tree = ck.restore(path, jax.tree.map(
+            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=dev), meta))
     return step, {jax.tree_util.keystr(p): np.asarray(x)
                   for p, x in jax.tree_util.tree_leaves_with_path(tree)}
 
 
+# Row values that only depend on which tokens were sampled: equal exactly. The other floats
+# (losses, KL, norms, entropies) carry float32 reduction-order noise: see the test.
+DISCRETE = {"success_rate", "mean_return", "mean_steps", "invalid_rate", "eval_success_rate",
+            "eval_mean_steps"}
+
+
+def _assert_same_rows(rows_a, rows_b):
+    assert [sorted(r) for r in rows_a] == [sorted(r) for r in rows_b]
+    for a, b in zip(rows_a, rows_b):
+        for k, v in a.items():
+            if isinstance(v, float) and k not in DISCRETE:
+                assert b[k] == pytest.approx(v, rel=1e-5, abs=1e-8), (a["phase"], a["step"], k)
+            else:
+                assert b[k] == v, (a["phase"], a["step"], k)
+
+
 @pytest.mark.slow
 def test_two_processes_train_like_one(tmp_path):
+    """Same episodes (tokens), rows, eval reports; parameters equal up to float32 noise.
+
+    Not bit-equal, measured on 2 CPU cores: the train step's cross-process gradient
+    all-reduce (gloo) sums in another order than the in-process one, and each process's
+    sampler runs other per-device batch shapes (2 vs 4 rows), so gradients and behaviour
+    logprobs differ by ~1e-7 relative; Adam's update g / (sqrt(v) + eps) turns that noise
+    into up to ~lr * 1e-3 on entries whose gradient is near zero. After the 2 SFT steps the
+    largest parameter difference is 1.8e-6, after the 3 GROW iterations 6.1e-6 (k_proj
+    biases, an up_proj kernel)."""
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
     single = subprocess.Popen([sys.executable, "-m", "grow_jax.main", f"--workdir={one}", *MINI],
                               cwd=ROOT, env=_env(4), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     multi = subprocess.run(["bash", "launch/local.sh", "2", "--devices=2", f"--port={_port()}",
                             "--", f"--workdir={two}", *MINI], cwd=ROOT, env=_env(2),
-                           capture_output=True, text=True, timeout=900)
+                           capture_output=True, text=True, timeout=1500)
     logs = "".join(open(os.path.join(two, f"process_{i}.log")).read()[-3000:] for i in (0, 1))
     assert multi.returncode == 0, logs
-    out, _ = single.communicate(timeout=900)
+    out, _ = single.communicate(timeout=1500)
     assert single.returncode == 0, out[-3000:]
     rows_one, rows_two = _rows(one), _rows(two)
-    assert [r["phase"] for r in rows_two] == [r["phase"] for r in rows_one]
-    assert [r["step"] for r in rows_two if r["phase"] == "train"] == [1, 2, 3]
-    assert rows_two == rows_one
+    assert [(r["phase"], r["step"]) for r in rows_two] == [
+        ("sft", 2), ("eval", 0), ("train", 1), ("train", 2), ("eval", 2), ("train", 3),
+        ("eval", 3)]
+    _assert_same_rows(rows_two, rows_one)
     step1, p1 = _final_params(one)
     step2, p2 = _final_params(two)
     assert step1 == step2 == 3 and p1.keys() == p2.keys()
     diff = max(float(np.max(np.abs(p1[k] - p2[k]))) for k in p1)
     print(f"max |param difference| 2 processes vs 1: {diff:.3g}")
-    assert diff <= 1e-6
-    for name in ("eval.json", "eval.md", "learning_curve.png"):
+    assert diff <= 1.5e-5
+    reports = [json.load(open(os.path.join(w, "eval.json"))) for w in (one, two)]
+    steps = [r.pop("rollout")["env_steps"] for r in reports]
+    assert reports[1] == reports[0] and steps[1] == steps[0] and reports[1]["episodes"] == 6
+    for name in ("eval.md", "learning_curve.png", "config.json"):
         assert os.path.exists(os.path.join(two, name)), name
-    assert json.load(open(os.path.join(two, "eval.json")))["episodes"] == 6
-    assert json.load(open(os.path.join(two, "eval.json"))) == json.load(
-        open(os.path.join(one, "eval.json"))) or True
+    assert sorted(os.listdir(os.path.join(two, "videos"))) == sorted(
+        os.listdir(os.path.join(one, "videos")))
 
 
 @pytest.mark.slow
