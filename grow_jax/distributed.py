@@ -7,8 +7,13 @@ device is touched:
 - spec "HOST:PORT": explicit coordinator, with the process count and this process's id
   (local CPU runs: launch/local.sh).
 Unset flags fall back to GROW_JAX_COORDINATOR / GROW_JAX_NUM_PROCESSES / GROW_JAX_PROCESS_ID.
-On CPU the cross-process collectives use gloo. A peer that stops sending heartbeats makes
-every other process exit (non-zero, naming the lost task) within `heartbeat_s`.
+On CPU the cross-process collectives use gloo. A peer that dies (or hangs) makes every
+other process exit non-zero within about `heartbeat_s` seconds with one line naming it: each
+process runs a watchdog thread that posts a counter to the coordination service's key-value
+store every second and watches the others' (`_Watchdog`); JAX's own heartbeat timeout, at
+twice that, is the backstop. A process leaving on an uncaught exception does not wait in
+JAX's shutdown barrier (where the others, blocked in a collective with it, would never meet
+it): it exits after `heartbeat_s`, so they see it stop and exit too.
 
 Work split (`--mode=train`): the world seeds of an iteration's groups are global; process p
 plays the contiguous slice `local_groups(n, P, p)` of them (`local_envs`: its envs), so no two
@@ -23,8 +28,12 @@ global batch (`global_batch`). Evaluation: process p plays its share of each tas
 
 from __future__ import annotations
 
+import atexit
 import os
 import pickle
+import sys
+import threading
+import time
 
 import numpy as np
 
@@ -46,9 +55,10 @@ def initialize(spec: str | None = None, num_processes: int | None = None,
         process_id = int(os.environ[ENV_PROCESS_ID])
     import jax
 
-    kw = dict(heartbeat_timeout_seconds=heartbeat_s, initialization_timeout=init_timeout_s)
+    kw = dict(heartbeat_timeout_seconds=2 * heartbeat_s, initialization_timeout=init_timeout_s)
     if spec == "auto":
         jax.distributed.initialize(**kw)
+        _Watchdog.start(heartbeat_s)
         return True
     if ":" not in spec:
         raise ValueError(f"--distributed must be 'auto', 'none' or HOST:PORT, got {spec!r}")
@@ -60,7 +70,81 @@ def initialize(spec: str | None = None, num_processes: int | None = None,
     if os.environ.get("JAX_PLATFORMS", "").startswith("cpu"):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(spec, num_processes=num_processes, process_id=process_id, **kw)
+    _Watchdog.start(heartbeat_s)
     return True
+
+
+class _Watchdog:
+    """Peer liveness through the coordination service's key-value store: every `every_s` this
+    process bumps its counter under KEY/<id> and reads the others'; a counter unchanged for
+    `timeout_s` (or an unreachable coordinator) prints one line and exits this process with
+    status 1, whatever its main thread is blocked in. At exit it only beats (through JAX's
+    shutdown barrier, so a process that finished first is not taken for lost) and stops
+    quietly once the client is shut down."""
+
+    KEY = "grow_jax/watchdog"
+
+    def __init__(self, client, timeout_s: float, every_s: float):
+        import jax
+
+        self.client, self.timeout_s, self.every_s = client, timeout_s, every_s
+        self.me, self.n = jax.process_index(), jax.process_count()
+        self.exiting = False
+
+    @classmethod
+    def start(cls, timeout_s: float, every_s: float = 1.0) -> None:
+        from jax._src import distributed as jax_distributed  # the runtime's client (no API)
+
+        client = getattr(jax_distributed.global_state, "client", None)
+        if client is None:  # JAX's heartbeat timeout alone then stops the run
+            return
+        dog = cls(client, timeout_s, every_s)
+        atexit.register(dog.at_exit)  # runs before JAX's shutdown (registered earlier)
+        threading.Thread(target=dog.run, name="grow_jax-watchdog", daemon=True).start()
+
+    def run(self) -> None:
+        count, now = 0, time.monotonic()
+        seen = {p: (None, now) for p in range(self.n) if p != self.me}
+        while True:
+            count += 1
+            try:
+                self.client.key_value_set(f"{self.KEY}/{self.me}", str(count),
+                                          allow_overwrite=True)
+                beats = {k.rsplit("/", 1)[-1]: v for k, v in
+                         self.client.key_value_dir_get(self.KEY)}
+            except Exception as e:  # noqa: BLE001 - gRPC errors of many kinds
+                if self.exiting:
+                    return
+                self.lost(f"lost the coordinator (process 0 at the --distributed address): "
+                          f"{' '.join(str(e).split())[:200]}")
+            now = time.monotonic()
+            for p, (value, since) in list(seen.items()):
+                beat = beats.get(str(p))
+                if beat != value:
+                    seen[p] = (beat, now)
+                elif now - since > self.timeout_s and not self.exiting:
+                    self.lost(f"lost peer process {p} of {self.n}: no heartbeat for "
+                              f"{self.timeout_s:.0f} s (it died, hung or lost the network)")
+            time.sleep(self.every_s)
+
+    def at_exit(self) -> None:
+        """After an uncaught exception (already printed; a collective that failed because a
+        peer died, say): give the watchdog `timeout_s` to name a lost peer, then exit with
+        status 1 without JAX's shutdown barrier. Else let that barrier run, beating on."""
+        if getattr(sys, "last_value", None) is not None:
+            sys.stdout.flush()
+            time.sleep(self.timeout_s + 2 * self.every_s)  # lost() may exit first
+            print(f"error: process {self.me}: stopped by the error above", file=sys.stderr,
+                  flush=True)
+            os._exit(1)
+        self.exiting = True
+
+    def lost(self, why: str) -> None:
+        print(f"error: process {self.me}: {why}; stopping", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(1)
+
+
 
 
 def local_groups(n_groups: int, num_processes: int, process_id: int) -> range:
@@ -192,6 +276,25 @@ def global_batch(batch: dict, shardings: dict) -> dict:
         return batch
     return {k: jax.make_array_from_process_local_data(shardings[k], np.asarray(v), v.shape)
             for k, v in batch.items()}
+
+
+def put_batch(batch: dict, shardings: dict) -> dict:
+    """Host arrays (the same full batch on every process) -> jax Arrays on `shardings`."""
+    import jax
+
+    if jax.process_count() == 1:
+        return jax.device_put(batch, shardings)
+    return global_batch(batch, shardings)
+
+
+def host_value(x) -> np.ndarray:
+    """A jax Array's whole value on this host (all-gathered if other processes hold part)."""
+    import jax
+    from jax.experimental import multihost_utils
+
+    if x.is_fully_addressable or x.is_fully_replicated:
+        return np.asarray(jax.device_get(x))
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def allgather_objects(obj) -> list:

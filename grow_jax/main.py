@@ -26,6 +26,7 @@ from ml_collections import config_flags
 from grow_jax import config_utils, preflight
 from grow_jax import workdir as workdir_guard
 from grow_jax.errors import RunError
+from grow_jax.io_utils import atomic_write
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -256,8 +257,9 @@ def main(argv: list[str]) -> None:
     except config_utils.ConfigError as e:
         _die(str(e))
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config_utils.config_to_json(config) + "\n")
+    if distributed.is_primary():  # atomic: other processes may be reading it (resume check)
+        atomic_write(os.path.join(workdir, "config.json"),
+                     config_utils.config_to_json(config) + "\n")
     try:
         MODES[_MODE.value](config, workdir, flags.FLAGS)
     except UsageError as e:

@@ -141,7 +141,12 @@ def repair_torn_tail(workdir: str) -> str | None:
 
 def set_aside_metrics(workdir: str, keep) -> None:
     """Rows that a resumed run will write again move to metrics.discarded.jsonl; nothing
-    a run wrote is deleted. Both files are rewritten durably (fsync / atomic rename)."""
+    a run wrote is deleted. Both files are rewritten durably (fsync / atomic rename).
+    Multi-process: process 0 only (the metrics writer)."""
+    from grow_jax import distributed
+
+    if not distributed.is_primary():
+        return
     rows = read_metrics(workdir)
     kept = [r for r in rows if keep(r)]
     if len(kept) == len(rows):

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from grow_jax import distributed
 from grow_jax.algo import losses
 from grow_jax.data.pipeline import stack_micro_batches
 from grow_jax.data.samples import BatchShape, Sample, collate
@@ -86,7 +87,7 @@ class Reference:
         for i in range(0, len(samples), minibatch):
             chunk = samples[i:i + minibatch]
             batch = stack_micro_batches([collate(chunk, shape, model_config, pad_id)], 1)
-            batch = jax.device_put(batch, batch_shardings(self.learner.mesh, batch))
-            out = np.asarray(jax.device_get(self._fn(self.params, self.learner.rest, batch)))
+            batch = distributed.put_batch(batch, batch_shardings(self.learner.mesh, batch))
+            out = distributed.host_value(self._fn(self.params, self.learner.rest, batch))
             for s, row in zip(chunk, out):
                 s.ref_logprobs = row[:len(s.target_pos)].astype(np.float32)

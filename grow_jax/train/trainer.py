@@ -20,6 +20,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from grow_jax import distributed
 from grow_jax.config_utils import ConfigError, config_to_json
 from grow_jax.data.pipeline import epoch_batches, stack_micro_batches
 from grow_jax.data.samples import BatchShape, collate, make_sample
@@ -108,7 +109,8 @@ class Run:
                             temperature=0.0 if greedy else a.temperature, top_k=a.top_k,
                             top_p=a.top_p, stop_token_ids=tuple(self.agent.stop_ids),
                             suppress_token_ids=self.suppressed, grammar=self.grammar)
-        return Sampler(self.model, sp, mesh=self.mesh, pad_id=self.pad_id)
+        return Sampler(self.model, sp, mesh=distributed.local_mesh(self.mesh),  # own devices
+                       pad_id=self.pad_id)
 
     @functools.cached_property
     def eval_sampler(self) -> Sampler:
@@ -212,13 +214,14 @@ def demo_path(run: Run) -> str:
     if s.demo_path:
         return s.demo_path
     path = os.path.join(run.workdir, "demos", "bot_demos.array_record")
-    if not os.path.exists(path):
+    if not os.path.exists(path) and distributed.is_primary():  # the others wait below
         e = run.config.env
         recs = demos.bot_episodes(run.tasks(), s.demo_episodes, run.config.seed + 10_000,
                                   run.env_kwargs(), e.max_steps)
         n = demos.write_demos(path, recs)
         print(f"[sft] wrote {n} expert decisions from {s.demo_episodes} bot episodes to {path}",
               flush=True)
+    distributed.barrier("sft_demos")
     return path
 
 
@@ -292,11 +295,13 @@ def run_evaluation(run: Run, params, iteration: int, env_steps: int, final: bool
     tasks = run.tasks(eval_=True)
     n_env = min(c.eval.num_envs, c.eval.episodes * len(tasks))
     sharded = len(tasks) > n_env  # more tasks than envs: fresh pools shard by shard
-    per_env = [tasks[i % len(tasks)] for i in range(n_env)]
+    proc = distributed.process()  # multi-process: this process's share of the envs
+    per_env = [tasks[i % len(tasks)] for i in range(max(len(tasks), n_env // proc[1]))]
     pool = None if sharded else run.pool("eval", per_env)
     sampler = run.eval_sampler
     key = jax.random.fold_in(jax.random.key(c.seed + 1), iteration)
-    report, trajs = evaluate(pool, run.agent, sampler, params,
+    params = distributed.local_params(params, sampler.mesh)
+    report, trajs = evaluate(pool, run.agent, sampler, params, process=proc,
                              episodes_per_task=c.eval.episodes,
                              seed_offset=c.eval.seed_offset, rng=key,
                              format_penalty=c.algo.format_penalty,
@@ -308,6 +313,8 @@ def run_evaluation(run: Run, params, iteration: int, env_steps: int, final: bool
     preemption.maybe_kill("eval", iteration)  # test hook, off by default
     if log:
         run.metrics.write(row, EVAL_KEYS)
+    if not distributed.is_primary():
+        return report
     if final:
         write_report(report, run.workdir)
     if c.eval.videos:
@@ -410,20 +417,22 @@ def _train(run: Run):
         run.save(0, state, "rl", env_steps=0, force=True)
     tasks = run.tasks()
     g = r.group_size
-    n_env = r.groups_per_iter * g
-    per_env = [tasks[(i // g) % len(tasks)] for i in range(n_env)]
+    envs = distributed.local_envs(r.groups_per_iter, g)  # this process's share (all: 1 process)
+    per_env = [tasks[(i // g) % len(tasks)] for i in envs]
     pool = run.pool("train", per_env)
-    groups = [i // g for i in range(n_env)]
+    groups = [i // g for i in envs]
     skips = SkipGuard(r.max_skipped_updates)
     saved = start
     for it in range(start + 1, r.iterations + 1):
         t0 = time.perf_counter()
-        seeds = np.repeat(iteration_seeds(c, it), g)
+        seeds = np.repeat(iteration_seeds(c, it), g)[envs.start:envs.stop]
         stats = RolloutStats()
         key = jax.random.fold_in(jax.random.key(c.seed), it)
-        trajs = run_episodes(pool, run.agent, sampler, state.params, seeds=seeds,
+        trajs = run_episodes(pool, run.agent, sampler,
+                             distributed.local_params(state.params, sampler.mesh), seeds=seeds,
                              groups=groups, rng=key, format_penalty=c.algo.format_penalty,
-                             stats=stats)
+                             stats=stats, episode_ids=envs)
+        trajs, stats = distributed.gather_rollout(trajs, stats)  # every process: all of them
         preemption.maybe_kill("rollout", it)  # test hook, off by default
         env_steps += stats.env_steps
         t_roll = time.perf_counter() - t0
@@ -491,4 +500,5 @@ def _train(run: Run):
             return
     run.ckpt.wait()
     run_evaluation(run, state.params, r.iterations, env_steps, final=True)
-    plot_learning_curve(run.workdir)
+    if distributed.is_primary():
+        plot_learning_curve(run.workdir)

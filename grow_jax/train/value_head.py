@@ -21,6 +21,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from grow_jax import distributed
 from grow_jax.data.pipeline import stack_micro_batches
 from grow_jax.data.samples import BatchShape, Sample, collate
 
@@ -63,7 +64,7 @@ class ValuePass:
         for i in range(0, len(samples), minibatch):
             chunk = samples[i:i + minibatch]
             batch = stack_micro_batches([collate(chunk, shape, model_config, pad_id)], 1)
-            batch = jax.device_put(batch, batch_shardings(self.learner.mesh, batch))
+            batch = distributed.put_batch(batch, batch_shardings(self.learner.mesh, batch))
             v = self._fn(state.params, state.value, self.learner.rest, batch)
-            out.append(np.asarray(jax.device_get(v))[:len(chunk)])
+            out.append(distributed.host_value(v)[:len(chunk)])
         return np.concatenate(out).astype(np.float64)
