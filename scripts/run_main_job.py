@@ -151,6 +151,14 @@ def plot(per_seed: dict[int, dict], out: str) -> None:
     plt.close(fig)
 
 
+def _runs_at_a_time(per: dict) -> str:
+    """"2 runs" or, for seeds run by separate calls, e.g. "2 runs (seed 0: 1 run)"."""
+    n = {s: p["timing"]["parallel"] for s, p in per.items()}
+    common = max(set(n.values()), key=list(n.values()).count)
+    odd = [f"seed {s}: {k} run{'s' if k > 1 else ''}" for s, k in n.items() if k != common]
+    return f"{common} run{'s' if common > 1 else ''}" + (f" ({', '.join(odd)})" if odd else "")
+
+
 def report(root: str, seeds: list[int], argv: str) -> str:
     per = {s: seed_summary(os.path.join(root, f"seed{s}")) for s in seeds}
     first = per[seeds[0]]
@@ -163,7 +171,7 @@ def report(root: str, seeds: list[int], argv: str) -> str:
     std = gains.std(ddof=1) if len(gains) > 1 else 0.0
     lines = [
         f"Measured by `{argv}` on {t['cpus']} CPUs ({t['cpu_model']}), "
-        f"{t['parallel']} run(s) at a time, on a machine shared with other work (1-min load "
+        f"{_runs_at_a_time(per)} at a time, on a machine shared with other work (1-min load "
         f"average during the runs: mean {load_mean:.1f}, max {load_max:.1f}). Seed "
         f"{seeds[0]} ran `{first['timing']['command'].replace(ROOT + os.sep, '')}`, the "
         "others the same with their seed.",
