@@ -121,10 +121,10 @@ def _reset_world(env, seed: int) -> np.ndarray:
     """`env.reset()` into world `seed` (crafter seeds episode k of a world with
     hash((seed, k)): the count restarts at 0, so a seed is always the same world).
 
-    Generating a world costs ~0.5-2 s of Python noise; the generated state (world and
-    player, RNG included) is kept per seed in a process-wide LRU and restored by a deep
-    copy, so the G episodes of a group and repeated evaluation seeds generate it once
-    (tests/envs check a restored episode plays exactly as a generated one)."""
+    Generating a world is seconds of Python noise (less with numba, the `fast` extra); the
+    generated state (world and player, RNG included) is kept per seed in a process-wide
+    LRU and restored by a deep copy, so the G episodes of a group and repeated evaluation
+    seeds generate it once (tests/envs check a restored episode plays as a generated one)."""
     key = (seed, tuple(env._area))
     snap = _WORLDS.get(key)
     if snap is None:
