@@ -1,7 +1,8 @@
 """Expert demonstrations as state-action records in ArrayRecord files, read through grain.
 
 One record = one decision: the frame (uint8 HWC), the instruction and the expert's env
-action. BabyAI's `BabyAIBot` provides the expert; other suites pass recorded files.
+action. An env with an `expert_action()` provides the expert (BabyAI's `BabyAIBot`, the
+scripted Crafter expert); other suites pass recorded files.
 """
 
 from __future__ import annotations
@@ -32,16 +33,17 @@ def decode_record(record: bytes) -> dict:
 
 def bot_episodes(tasks, episodes: int, seed: int, env_kwargs: dict,
                  max_steps: int | None = None) -> Iterator[dict]:
-    """Plays the BabyAI bot on `episodes` episodes (tasks round-robin, seeds seed, seed+1..),
-    yielding one dict per decision. Only BabyAI tasks have an expert."""
+    """Plays the env's expert (`env.expert_action()`) on `episodes` episodes (tasks
+    round-robin, seeds seed, seed+1..), yielding one dict per decision."""
     from grow_jax.envs import make_env
 
     for ep in range(episodes):
         task = tasks[ep % len(tasks)]
-        if task.suite != "babyai":
-            raise ValueError(f"no expert for suite {task.suite!r}: pass sft.demo_path with "
-                             "recorded demonstrations")
         env = make_env(task, **env_kwargs)
+        if not hasattr(env, "expert_action"):
+            env.close()
+            raise ValueError(f"no expert for suite {task.suite!r} (task {task.task_id!r}): "
+                             "pass sft.demo_path with recorded demonstrations")
         obs = env.reset(seed + ep)
         for t in range(max_steps or 10_000):
             a = env.expert_action()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import copy
 from collections.abc import Sequence
 
 import numpy as np
@@ -22,6 +24,8 @@ ACHIEVEMENTS = (
     "make_wood_pickaxe", "make_wood_sword", "place_furnace", "place_plant", "place_stone",
     "place_table", "wake_up",
 )  # fmt: skip
+WORLD_CACHE_SIZE = 256  # generated worlds kept per process (a GROW group shares its world)
+_WORLDS: collections.OrderedDict = collections.OrderedDict()
 _SURVIVE = {"collect_drink", "eat_cow", "eat_plant", "wake_up"}
 _INSTRUCTION_OVERRIDES = {"collect_drink": "drink water"}
 
@@ -81,13 +85,14 @@ class CrafterEnv:
         max_steps = task.max_steps or DEFAULT_MAX_STEPS
         self._env = crafter.Env(size=(size, size), length=max_steps, seed=task.seed or 0)
         self._max_steps = max_steps
+        self._expert = None
 
     def reset(self, seed: int | None = None):
         seed = self.task.seed if seed is None else seed
         # crafter seeds episode k of a world with hash((seed, k)): restart the count at 0.
-        self._env._seed = int(seed) if seed is not None else int(np.random.randint(2**31 - 1))
-        self._env._episode = 0
-        return make_obs(self._env.reset(), self.task.instruction)
+        seed = int(seed) if seed is not None else int(np.random.randint(2**31 - 1))
+        self._expert = None
+        return make_obs(_reset_world(self._env, seed), self.task.instruction)
 
     def step(self, action):
         action = int(action)
@@ -100,8 +105,47 @@ class CrafterEnv:
         info = {"success": bool(success), "env_reward": float(env_reward)}
         return make_obs(obs, self.task.instruction), float(success), terminated, truncated, info
 
+    def expert_action(self) -> int:
+        """Action of the scripted expert (`crafter_expert.CrafterExpert`) for this state."""
+        if self._expert is None:
+            from grow_jax.envs.crafter_expert import CrafterExpert
+
+            self._expert = CrafterExpert(self._env, self._achievement)
+        return self._expert.act()
+
     def close(self):
         pass
+
+
+def _reset_world(env, seed: int) -> np.ndarray:
+    """`env.reset()` into world `seed` (crafter seeds episode k of a world with
+    hash((seed, k)): the count restarts at 0, so a seed is always the same world).
+
+    Generating a world is seconds of Python noise (less with numba, the `fast` extra); the
+    generated state (world and player, RNG included) is kept per seed in a process-wide
+    LRU and restored by a deep copy, so the G episodes of a group and repeated evaluation
+    seeds generate it once (tests/envs check a restored episode plays as a generated one)."""
+    key = (seed, tuple(env._area))
+    snap = _WORLDS.get(key)
+    if snap is None:
+        env._seed, env._episode = seed, 0
+        obs = env.reset()
+        _WORLDS[key] = copy.deepcopy((env._world, env._player))
+        while len(_WORLDS) > WORLD_CACHE_SIZE:
+            _WORLDS.popitem(last=False)
+        return obs
+    _WORLDS.move_to_end(key)
+    world, player = snap
+    memo = {id(world): env._world}  # objects point at the live world, not the snapshot
+    state = copy.deepcopy(world.__dict__, memo)
+    env._world.__dict__.clear()
+    env._world.__dict__.update(state)
+    env._seed, env._episode, env._step = seed, 1, 0
+    env._player = copy.deepcopy(player, memo)
+    env._update_time()
+    env._last_health = env._player.health
+    env._unlocked = set()
+    return env._obs()
 
 
 def make_env(task: Task, size: int = 64, **unused) -> CrafterEnv:
