@@ -22,7 +22,7 @@ from grow_jax.rollout.types import Trajectory, group_trajectories
 def rollout_diagnostics(trajs: list[Trajectory], algo_cfg, samples=()) -> dict:
     """Entropy estimates and group-outcome statistics of one iteration's rollout, and the
     tokens of its training samples (`sample_tokens`: each epoch trains on all of them)."""
-    from grow_jax.train.rl import group_advantages
+    from grow_jax.train.rl import VALUE_ESTIMATORS, group_advantages
 
     first, every = [], []
     for tr in trajs:
@@ -47,6 +47,8 @@ def rollout_diagnostics(trajs: list[Trajectory], algo_cfg, samples=()) -> dict:
         wins = np.array([tr.success for tr in group])
         if wins.all():
             n_success += 1
+            if algo_cfg.name in VALUE_ESTIMATORS:  # advantages need the value head's pass
+                continue
             advs = group_advantages(group, algo_cfg)
             success_adv.append(np.concatenate(advs))
             success_first += [float(a[0]) for a in advs]

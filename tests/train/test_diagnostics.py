@@ -50,6 +50,11 @@ def test_rollout_diagnostics_counts_groups_and_entropy():
     assert d["success_group_first_adv"] < 0 < d["success_group_adv_abs"]
     skip = rollout_diagnostics(trajs, _algo(gamma=0.9, grow_uniform_groups="skip"))
     assert skip["success_group_adv_abs"] == 0
+    # PPO's advantages need the value head: an all-success group is counted, not estimated
+    # (the diagnostics used to call the estimator without values and crash the run)
+    ppo = rollout_diagnostics(trajs, _algo(name="ppo"))
+    assert ppo["frac_groups_all_success"] == pytest.approx(1 / 3)
+    assert "success_group_adv_abs" not in ppo
 
 
 def test_update_log_means_over_all_epochs_and_stops_on_kl():
