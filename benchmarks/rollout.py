@@ -23,28 +23,13 @@ sys.path.insert(0, os.path.join(ROOT, "configs"))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from _common import write_section  # noqa: E402
+from _common import cpu_info, write_section  # noqa: E402
 
 HEADING = "## Rollout loop"
 # (name, pool, pipelined): the loops timed; the pools' raw speed is timed as "envs_<pool>"
 LOOPS = (("seq_sync", "sync", False), ("seq_async", "async", False),
          ("pipe_async", "async", True))
 
-
-def cpu_info() -> dict:
-    """CPU model and the matmul-relevant flags of this machine (Linux /proc/cpuinfo)."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, val = line.partition(":")
-                if key.strip() == "model name":
-                    model = val.strip()
-                elif key.strip() == "flags":
-                    flags = set(val.split())
-    except OSError:
-        pass
-    return dict(model=model, avx512="avx512f" in flags, amx="amx_tile" in flags)
 
 
 def compare(a, b) -> tuple[bool, float]:
@@ -174,7 +159,8 @@ def main(argv=None):
 def render(res: dict) -> str:
     """The "Rollout loop" section of docs/performance.md from the benchmark's JSON."""
     cpu = res["cpu"]
-    flags = ", ".join(f for f, on in (("AVX-512", cpu["avx512"]), ("AMX", cpu["amx"])) if on)
+    flags = ", ".join(name for name, f in (("AVX-512", "avx512f"), ("AMX", "amx_tile"))
+                      if f in cpu["flags"])
     lines = [
         HEADING, "",
         "Written by `benchmarks/rollout.py` from `benchmarks/results/rollout.json`.", "",

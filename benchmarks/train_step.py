@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import DOC, MODEL_100M, write_section  # benchmarks/_common.py
+from _common import DOC, MODEL_100M, cpu_info, write_section  # benchmarks/_common.py
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "train_step.json"
@@ -298,21 +298,6 @@ def matmul_rates(repeats: int = 10, n: int = 2048) -> dict:
         out[f"torch_{name}"] = _median_s(lambda: torch.mm(ta, ta), repeats)
     return {k: round(2 * n**3 / v / 1e9, 1) for k, v in out.items()}
 
-
-def cpu_info() -> dict:
-    """CPU model and the matmul-relevant ISA flags (from /proc/cpuinfo on Linux)."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, val = line.partition(":")
-            if key.strip() == "model name":
-                model = val.strip()
-            elif key.strip() == "flags":
-                flags = set(val.split())
-    except OSError:
-        pass
-    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
-    return {"model": model, "flags": [f for f in wanted if f in flags]}
 
 
 def setup(size: str, batch_size: int):
