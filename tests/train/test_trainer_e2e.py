@@ -20,6 +20,9 @@ MINI = [
     "--config.sft.demo_episodes=2", "--config.sft.steps=4", "--config.sft.steps_per_call=2",
     "--config.eval.episodes=4", "--config.eval.num_envs=4", "--config.eval.every=2",
     "--config.eval.videos=1", "--config.checkpoint.every=2", "--config.logging.tensorboard=False",
+    # the random-init policy's episodes all fail alike under the action grammar: train on
+    # zero-advantage samples too, so every iteration updates (and logs its loss)
+    "--config.algo.drop_zero_advantage=False",
 ]
 
 
