@@ -80,7 +80,9 @@ def get_config() -> ml_collections.ConfigDict:
     g.clip_low = 0.2  # lower clip of the policy ratio: 1 - clip_low
     g.clip_high = 0.2  # upper clip of the policy ratio: 1 + clip_high
     g.kl_coef = 0.0  # k3 KL penalty to the frozen reference model; 0 drops the reference
-    g.entropy_coef = 0.0  # entropy bonus coefficient
+    g.entropy_coef = 0.0  # entropy bonus coefficient (tokens with more than one option)
+    g.entropy_floor = 0.0  # nats: per-token entropy below it is penalized (entropy_floor_coef)
+    g.entropy_floor_coef = 0.0  # weight of the hinge max(0, floor - entropy); 0 disables
     g.aggregation = "token_mean"  # loss aggregation: token_mean | sample_mean
     g.format_penalty = 0.1  # reward subtracted when action text does not parse (mapped to no-op)
     g.drop_zero_advantage = True  # skip samples whose advantage is exactly 0
@@ -103,7 +105,8 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.rl = r = ml_collections.ConfigDict()
     r.iterations = 240  # RL iterations (rollout + update); the paper runs 240
-    r.group_size = 8  # G: episodes per group, all with the same instruction and world seed
+    r.group_size = 8  # G: episodes per group, all with the same instruction
+    r.seeds_per_group = 1  # world seeds per group (G / this episodes each); 1: same-seed groups
     r.groups_per_iter = 8  # groups rolled out per iteration
     r.epochs = 1  # passes over each iteration's samples
     r.minibatch_size = 64  # samples per gradient step (global, across data-parallel devices)

@@ -7,6 +7,13 @@ Choices (measured with scripts/run_main_job.py; README has the figures):
 - 28x28 frames (tile 4, padded to 32x32), patch 8 -> 16 patches merged into 4 image
   tokens; a compact prompt (~16 tokens) and one action word + <|im_end|> per decision.
   (Patch 4 / 16 image tokens started SFT higher, 35% vs 21%, but cost ~3x per sample.)
+- Groups over 4 world seeds (`rl.seeds_per_group=4`: G=16 episodes of one instruction,
+  4 per layout). With same-seed groups a sharpening policy plays one trajectory G times,
+  nearly every group turns uniform and GROW's success-vs-failure contrast is gone; one
+  seed collapsed that way (end 27.6% after a best of 58.4%). Over 4 layouts a confident
+  policy still meets successes and failures in one group (measured on seeds 1 and 2:
+  +39.4 and +47.2 points, both ending at their best, against +11.8 and +30.2 with
+  same-seed groups).
 - An entropy bonus (0.01) over the action grammar's words. Without it a seed's policy went
   near-deterministic (action entropy ~0.05 nats) at ~75% success: same-seed groups then
   play one trajectory, nearly every group is uniform, the few samples left make noisy
@@ -65,6 +72,7 @@ def get_config():
     r = c.rl
     r.iterations = 60
     r.group_size = 16
+    r.seeds_per_group = 4  # 4 layouts x 4 episodes: groups stay mixed as the policy sharpens
     r.groups_per_iter = 16
     r.epochs = 4  # 2 epochs: 37% after 20 iterations; 4 epochs: 57% (300 eval episodes)
     r.minibatch_size = 512

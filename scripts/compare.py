@@ -26,7 +26,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run_main_job import cpu_model, run_parallel  # noqa: E402
+from run_main_job import cpu_model, group_layouts, run_parallel  # noqa: E402
 
 # name -> grow_jax.main flags on top of the config (same SFT start and budget for all).
 METHODS = {
@@ -192,7 +192,8 @@ def report(root: str, methods, seeds, argv: str) -> str:
         "with other work (the mean 1-min load average of each run is in the table: wall "
         "times are inflated by it). Every method starts from the same SFT checkpoint per "
         f"seed and runs {cfg['rl']['iterations']} iterations x "
-        f"{cfg['rl']['groups_per_iter']} groups x G={cfg['rl']['group_size']} episodes on "
+        f"{cfg['rl']['groups_per_iter']} groups x G={cfg['rl']['group_size']} episodes"
+        f"{group_layouts(cfg)} on "
         f"{', '.join(cfg['env']['tasks'])} (cap {cfg['env']['max_steps']}); evaluation on "
         f"{first['episodes']} held-out episodes. Seeds: {', '.join(map(str, seeds))}.",
         "",

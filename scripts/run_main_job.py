@@ -48,6 +48,12 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def group_layouts(cfg: dict) -> str:
+    """' over k world seeds (G / k each)' when a group spans several layouts."""
+    k = cfg["rl"].get("seeds_per_group", 1)
+    return f" over {k} world seeds ({cfg['rl']['group_size'] // k} episodes each)" if k > 1 else ""
+
+
 def seed_command(workdir: str, config: str, seed: int, extra: list[str]) -> list[str]:
     return [sys.executable, "-m", "grow_jax.main", f"--config={config}", f"--workdir={workdir}",
             f"--config.seed={seed}", *extra]
@@ -179,7 +185,8 @@ def report(root: str, seeds: list[int], argv: str) -> str:
         f"Setup: {', '.join(cfg['env']['tasks'])} (cap {cfg['env']['max_steps']} decisions); "
         f"SFT on {cfg['sft']['demo_episodes']} bot episodes for {cfg['sft']['steps']} steps; "
         f"GROW RL {first['iterations']} iterations x {cfg['rl']['groups_per_iter']} groups x "
-        f"G={cfg['rl']['group_size']} episodes ({first['env_steps']} env steps for seed "
+        f"G={cfg['rl']['group_size']} episodes{group_layouts(cfg)} ({first['env_steps']} env "
+        "steps for seed "
         f"{seeds[0]}); evaluation on {first['episodes']} held-out episodes (seeds from "
         f"{cfg['eval']['seed_offset']}), {'greedy' if cfg['eval']['greedy'] else 'sampled'} "
         "actions, every "

@@ -41,7 +41,8 @@ def test_crafter_config_runs_sft_grow_and_eval(tmp_path):
     args = [
         f"--workdir={wd}", "--config=configs/crafter.py", "--config.sft.demo_episodes=6",
         "--config.sft.steps=10", "--config.rl.iterations=1", "--config.rl.group_size=2",
-        "--config.rl.groups_per_iter=3", "--config.rl.minibatch_size=16",
+        "--config.rl.seeds_per_group=2", "--config.rl.groups_per_iter=3",
+        "--config.rl.minibatch_size=16",
         "--config.env.max_steps=4", "--config.eval.episodes=1", "--config.eval.num_envs=6",
         "--config.eval.videos=0", "--config.checkpoint.async_save=False",
         "--config.logging.tensorboard=False", "--config.logging.progress=False",

@@ -13,7 +13,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = [
-    "--config.rl.group_size=2", "--config.rl.groups_per_iter=2", "--config.rl.iterations=2",
+    "--config.rl.group_size=2", "--config.rl.seeds_per_group=1", "--config.rl.groups_per_iter=2",
+    "--config.rl.iterations=2",
     "--config.rl.minibatch_size=16", "--config.rl.epochs=1", "--config.env.max_steps=3",
     "--config.eval.episodes=1", "--config.eval.num_envs=2", "--config.eval.every=0",
     "--config.eval.videos=0", "--config.checkpoint.async_save=False",

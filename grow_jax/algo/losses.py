@@ -52,6 +52,9 @@ def policy_loss(
     aggregation: str = "token_mean",
     entropy: jax.Array | None = None,
     entropy_coef: float = 0.0,
+    entropy_floor: float = 0.0,
+    entropy_floor_coef: float = 0.0,
+    entropy_mask: jax.Array | None = None,
     token_weights: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Clipped-ratio surrogate + optional k3 KL to a reference - optional entropy bonus.
@@ -68,12 +71,20 @@ def policy_loss(
       aggregation: "token_mean" or "sample_mean" (see `masked_mean`), for every term.
       entropy: [B, T] per-token policy entropy (e.g. `token_entropy`), or None.
       entropy_coef: weight of the entropy bonus; non-zero needs entropy.
+      entropy_floor, entropy_floor_coef: a hinge entropy_floor_coef * mean(max(0,
+        entropy_floor - entropy)) over the tokens of `entropy_mask`: acts only on tokens whose
+        entropy (nats) fell below the floor, so a sharp policy keeps exploring while the
+        others are left alone. Non-zero coef needs entropy.
+      entropy_mask: [B, T] tokens the hinge covers (default: `mask`); leave out tokens a
+        grammar forces (one allowed token: entropy 0 whatever the params, always "below"
+        the floor). The linear bonus needs no such mask: a forced token adds 0 to it.
       token_weights: [B, T] weights of each token's policy-gradient term, or None (all 1);
         ppo_cot gives chain-of-thought tokens cot_lambda and action tokens 1.
 
     Returns:
       (loss, metrics) with metrics loss, pg_loss, kl, clip_frac, ratio_mean, approx_kl
-      (k3 estimate of KL(old || new)) and entropy when given. clip_frac, ratio_mean and
+      (k3 estimate of KL(old || new)), entropy when given and entropy_hinge when the floor
+      is on. clip_frac, ratio_mean and
       approx_kl are token means whatever the aggregation.
     """
     if logprobs.ndim != 2 or old_logprobs.shape != logprobs.shape or mask.shape != logprobs.shape:
@@ -88,10 +99,10 @@ def policy_loss(
         )
     if ref_logprobs is None and not _is_zero(kl_coef):
         raise ValueError("policy_loss: kl_coef != 0 needs ref_logprobs")
-    if entropy is None and not _is_zero(entropy_coef):
-        raise ValueError("policy_loss: entropy_coef != 0 needs entropy")
+    if entropy is None and not (_is_zero(entropy_coef) and _is_zero(entropy_floor_coef)):
+        raise ValueError("policy_loss: entropy_coef / entropy_floor_coef != 0 needs entropy")
     for name, x in (("ref_logprobs", ref_logprobs), ("entropy", entropy),
-                    ("token_weights", token_weights)):
+                    ("entropy_mask", entropy_mask), ("token_weights", token_weights)):
         if x is not None and x.shape != logprobs.shape:
             raise ValueError(f"policy_loss: {name} {x.shape} must match logprobs {logprobs.shape}")
 
@@ -127,6 +138,11 @@ def policy_loss(
         ent = agg(entropy)
         loss = loss - entropy_coef * ent
         metrics["entropy"] = ent
+        if not _is_zero(entropy_floor_coef):
+            emask = mask if entropy_mask is None else mask * entropy_mask
+            hinge = masked_mean(jnp.maximum(entropy_floor - entropy, 0.0), emask, aggregation)
+            loss = loss + entropy_floor_coef * hinge
+            metrics["entropy_hinge"] = hinge
     metrics["loss"] = loss
     return loss, metrics
 

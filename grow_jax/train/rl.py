@@ -73,6 +73,9 @@ def validate(config) -> None:
     checks = [
         (g.kl_coef >= 0, f"algo.kl_coef must be >= 0, got {g.kl_coef}"),
         (g.entropy_coef >= 0, f"algo.entropy_coef must be >= 0, got {g.entropy_coef}"),
+        (g.entropy_floor >= 0 and g.entropy_floor_coef >= 0,
+         f"algo.entropy_floor / entropy_floor_coef must be >= 0, got {g.entropy_floor} / "
+         f"{g.entropy_floor_coef}"),
         (g.clip_low >= 0 and g.clip_high >= 0,
          f"algo.clip_low/clip_high must be >= 0, got {g.clip_low}/{g.clip_high}"),
         (g.aggregation in losses.AGGREGATIONS,
@@ -88,6 +91,10 @@ def validate(config) -> None:
         (0 < g.care_ema_decay < 1, f"algo.care_ema_decay must be in (0, 1), got "
          f"{g.care_ema_decay}"),
         (g.care_ema_every >= 1, f"algo.care_ema_every must be >= 1, got {g.care_ema_every}"),
+        (config.rl.seeds_per_group >= 1
+         and config.rl.group_size % config.rl.seeds_per_group == 0,
+         f"rl.seeds_per_group must be >= 1 and divide rl.group_size={config.rl.group_size}, "
+         f"got {config.rl.seeds_per_group}"),
         (a.top_k >= 0, f"agent.top_k must be >= 0, got {a.top_k}"),
         (0 < a.top_p <= 1, f"agent.top_p must be in (0, 1], got {a.top_p}"),
     ]

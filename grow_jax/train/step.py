@@ -56,6 +56,8 @@ class LossConfig:
     clip_high: float = 0.2
     kl_coef: float = 0.0
     entropy_coef: float = 0.0
+    entropy_floor: float = 0.0  # nats; with entropy_floor_coef: hinge below it (losses)
+    entropy_floor_coef: float = 0.0
     aggregation: str = "token_mean"
     suppress_token_ids: tuple[int, ...] = ()  # the sampler's: same distribution in both
     grammar: Any = None  # the sampler's algo.grammar.TokenGrammar (algo.action_tokens_only)
@@ -130,12 +132,17 @@ def _loss(params, rest, graphdef, cfg: LossConfig, mb: dict):
                                   temperature=cfg.temperature, top_k=cfg.top_k,
                                   top_p=cfg.top_p, always_keep=mb["targets"])
     logp = losses.token_logprobs(logits, mb["targets"])
-    entropy = losses.token_entropy(logits) if cfg.entropy_coef else None
+    entropy = free = None
+    if cfg.entropy_coef or cfg.entropy_floor_coef:
+        entropy = losses.token_entropy(logits)
+        # the floor's hinge skips a token the grammar or filter forces (one finite logit)
+        free = (jnp.sum(jnp.isfinite(logits), axis=-1) > 1).astype(mask.dtype)
     loss, metrics = losses.policy_loss(
         logp, mb["old_logprobs"], mb["advantages"], mask, clip_low=cfg.clip_low,
         clip_high=cfg.clip_high, kl_coef=cfg.kl_coef, ref_logprobs=mb.get("ref_logprobs"),
         aggregation=cfg.aggregation, entropy=entropy, entropy_coef=cfg.entropy_coef,
-        token_weights=mb.get("token_weights"))
+        entropy_floor=cfg.entropy_floor, entropy_floor_coef=cfg.entropy_floor_coef,
+        entropy_mask=free, token_weights=mb.get("token_weights"))
     if head is None:
         return loss, metrics
     values = value_head.apply(head, hidden[:, 0])

@@ -121,6 +121,7 @@ class Run:
         value = kind == "policy" and g.name in VALUE_ESTIMATORS  # PPO: a value head
         cfg = LossConfig(kind=kind, clip_low=g.clip_low, clip_high=g.clip_high,
                          kl_coef=g.kl_coef, entropy_coef=g.entropy_coef,
+                         entropy_floor=g.entropy_floor, entropy_floor_coef=g.entropy_floor_coef,
                          aggregation=g.aggregation, suppress_token_ids=self.suppressed,
                          grammar=self.grammar, kl_stop=1.5 * self.config.rl.target_kl,
                          temperature=self.config.agent.temperature, top_k=self.config.agent.top_k,
@@ -283,10 +284,18 @@ def run_sft(config, workdir: str):
 
 # ------------------------------------------------------------------- RL
 def iteration_seeds(config, iteration: int) -> np.ndarray:
-    """World seeds of iteration's groups: distinct across iterations, below eval seeds."""
+    """World seed of every episode of the iteration, group by group (G per group).
+
+    A group's G episodes share one instruction and play `rl.seeds_per_group` world seeds,
+    G / seeds_per_group episodes each: 1 is the paper's same-seed group; more keep a
+    near-deterministic policy's groups mixed (other layouts, other outcomes). Distinct
+    across iterations, below the eval seeds.
+    """
     r = config.rl
+    k = r.seeds_per_group
     rng = np.random.default_rng([config.seed, iteration])
-    return rng.integers(0, config.eval.seed_offset, size=r.groups_per_iter)
+    seeds = rng.integers(0, config.eval.seed_offset, size=(r.groups_per_iter, k))
+    return np.repeat(seeds, r.group_size // k, axis=1).reshape(-1)
 
 
 def run_evaluation(run: Run, params, iteration: int, env_steps: int, final: bool = False,
@@ -425,7 +434,7 @@ def _train(run: Run):
     saved = start
     for it in range(start + 1, r.iterations + 1):
         t0 = time.perf_counter()
-        seeds = np.repeat(iteration_seeds(c, it), g)[envs.start:envs.stop]
+        seeds = iteration_seeds(c, it)[envs.start:envs.stop]
         stats = RolloutStats()
         key = jax.random.fold_in(jax.random.key(c.seed), it)
         trajs = run_episodes(pool, run.agent, sampler,

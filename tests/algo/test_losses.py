@@ -99,6 +99,27 @@ def test_entropy_bonus():
     F(loss, -0.7 / 3)
 
 
+def test_entropy_floor_hinge_covers_only_free_tokens_below_the_floor():
+    ent = jnp.array([[1.0, 2.0, 50.0], [0.0, 50.0, 50.0]])
+    # floor 1.5: hinge max(0, 1.5 - H) on the masked tokens = (.5, 0 | 1.5)
+    # token mean (.5 + 0 + 1.5) / 3 = 2/3; loss = 0 + .3 * 2/3 = .2 (no bonus: coef 0)
+    loss, m = policy_loss(LOGP, LOGP, jnp.zeros(2), MASK, entropy=ent, entropy_floor=1.5,
+                          entropy_floor_coef=0.3)
+    F(m["entropy_hinge"], 2 / 3)
+    F(loss, 0.2)
+    # the second sample's token is forced (entropy_mask 0): hinge over (.5, 0) = .25
+    free = jnp.array([[1.0, 1.0, 1.0], [0.0, 1.0, 1.0]])
+    loss, m = policy_loss(LOGP, LOGP, jnp.zeros(2), MASK, entropy=ent, entropy_floor=1.5,
+                          entropy_floor_coef=0.3, entropy_mask=free)
+    F(m["entropy_hinge"], 0.25)
+    F(loss, 0.075)
+    # d loss / d H: -coef / 2 on the one token below the floor, 0 elsewhere
+    g = jax.grad(lambda e: policy_loss(LOGP, LOGP, jnp.zeros(2), MASK, entropy=e,
+                                       entropy_floor=1.5, entropy_floor_coef=0.3,
+                                       entropy_mask=free)[0])(ent)
+    F(g, [[-0.15, 0.0, 0.0], [0.0, 0.0, 0.0]])
+
+
 def test_sample_mean_excludes_empty_samples_and_padding_garbage_is_harmless():
     mask = jnp.concatenate([MASK, jnp.zeros((1, 3))])
     # padded positions hold -inf garbage: must not leak into loss or gradient
@@ -145,7 +166,7 @@ def test_argument_errors():
         policy_loss(LOGP, LOGP, jnp.ones(2), MASK, aggregation="seq_mean")
     with pytest.raises(ValueError, match="kl_coef != 0 needs ref_logprobs"):
         policy_loss(LOGP, LOGP, jnp.ones(2), MASK, kl_coef=0.1)
-    with pytest.raises(ValueError, match="entropy_coef != 0 needs entropy"):
+    with pytest.raises(ValueError, match="entropy_coef / entropy_floor_coef != 0 needs entropy"):
         policy_loss(LOGP, LOGP, jnp.ones(2), MASK, entropy_coef=0.1)
     with pytest.raises(ValueError, match=r"advantages \(3,\) must be \[B\] or \[B, T\]"):
         policy_loss(LOGP, LOGP, jnp.ones(3), MASK)

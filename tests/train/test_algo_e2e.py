@@ -40,7 +40,10 @@ def _train(workdir, *extra):
 ESTIMATORS = {  # test id -> flags
     "grow": ("--config.algo.name=grow", "--config.algo.kl_coef=0.1"),  # + the KL reference
     "grpo_traj": ("--config.algo.name=grpo_traj", "--config.agent.history=-1"),
-    "tgrpo": ("--config.algo.name=tgrpo",),
+    # + the entropy floor: 2 nats is above log 7 (the grammar's words), so every action word
+    # is below it and the hinge is on
+    "tgrpo": ("--config.algo.name=tgrpo", "--config.algo.entropy_floor=2.0",
+              "--config.algo.entropy_floor_coef=0.1"),
     "gigpo": ("--config.algo.name=gigpo",),
     "ppo": ("--config.algo.name=ppo",),
     "ppo_cot": ("--config.algo.name=ppo_cot", "--config.agent.max_new_tokens=16"),
@@ -64,5 +67,7 @@ def test_every_estimator_trains_through_the_cli(tmp_path, name):
         assert r["samples"] > 0 and math.isfinite(r["loss"]), r
         if name.startswith("ppo"):
             assert math.isfinite(r["vf_loss"]), r
+        if name == "tgrpo":  # forced stop tokens are left out: the hinge is 2 - H(word) > 0
+            assert 0 < r["entropy_hinge"] <= 2.0 - 1.0, r
         if name == "grow_care":
             assert "care_bonus_frac" in r and (tmp_path / "care_ema" / "2").is_dir()

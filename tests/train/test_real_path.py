@@ -18,7 +18,7 @@ def _config(**agent):
     c = get_config()
     c.agent.update(agent)
     c.env.max_steps = 3
-    c.rl.group_size, c.rl.groups_per_iter = 2, 2
+    c.rl.group_size, c.rl.seeds_per_group, c.rl.groups_per_iter = 2, 1, 2
     c.algo.drop_zero_advantage = False
     c.logging.tensorboard = c.logging.progress = False
     c.checkpoint.async_save = False
