@@ -1,4 +1,5 @@
-"""Equal-budget comparison of advantage estimators from one SFT start; writes docs/results.md.
+"""Equal-budget comparison of advantage estimators from one SFT start; writes docs/results.md
+(docs/results_heldout.md with --held-out).
 
     python scripts/compare.py --seeds 0,1,2 --iterations 60 --parallel 2
     python scripts/compare.py --methods grow_g0.995,tgrpo --seeds 0 --iterations 2 \
@@ -47,8 +48,10 @@ TRAIN_LEVELS = ("BabyAI-GoToRedBallNoDists-v0", "BabyAI-GoToObjS4-v0", "BabyAI-O
                 "BabyAI-PickupDist-v0")
 HELD_OUT_LEVELS = ("BabyAI-GoToRedBallGrey-v0", "BabyAI-GoToObj-v0",
                    "BabyAI-OpenRedDoor-v0", "BabyAI-GoToLocalS5N2-v0")
-OUT_MD = os.path.join("docs", "results.md")
-OUT_PNG = os.path.join("docs", "results_curves.png")
+# (markdown, plot) written by a run on the config's tasks / by a --held-out run
+OUTPUTS = {False: (os.path.join("docs", "results.md"), os.path.join("docs", "results_curves.png")),
+           True: (os.path.join("docs", "results_heldout.md"),
+                  os.path.join("docs", "results_heldout_curves.png"))}
 
 
 def _run_all(jobs: list[tuple[str, list[str]]], parallel: int) -> None:
@@ -181,7 +184,7 @@ def _held_out_table(per: dict, cfg: dict) -> list[str]:
     return out
 
 
-def report(root: str, methods, seeds, argv: str) -> str:
+def report(root: str, methods, seeds, argv: str, held_out: bool = False) -> str:
     per = {m: [summarize(os.path.join(root, m, f"seed{s}")) for s in seeds] for m in methods}
     cfg = json.load(open(os.path.join(root, methods[0], f"seed{seeds[0]}", "config.json")))
     first = per[methods[0]][0]
@@ -215,8 +218,9 @@ def report(root: str, methods, seeds, argv: str) -> str:
     lines += _held_out_table(per, cfg)
     lines += ["", "Method flags (on top of the config):", ""]
     lines += [f"- `{m}`: `{' '.join(METHODS[m])}`" for m in methods]
-    lines += ["", f"![curves]({os.path.basename(OUT_PNG)})", ""]
-    plot(per, os.path.join(ROOT, OUT_PNG))
+    png = OUTPUTS[held_out][1]
+    lines += ["", f"![curves]({os.path.basename(png)})", ""]
+    plot(per, os.path.join(ROOT, png))
     return "\n".join(lines)
 
 
@@ -253,8 +257,8 @@ def main():
                        else []),
                      *(["--held-out"] if args.held_out else []),
                      *(["--", *args.extra] if args.extra else [])])
-    text = report(root, methods, seeds, argv)
-    with open(os.path.join(ROOT, OUT_MD), "w") as f:
+    text = report(root, methods, seeds, argv, held_out=args.held_out)
+    with open(os.path.join(ROOT, OUTPUTS[args.held_out][0]), "w") as f:
         f.write(text)
     print(text)
 
