@@ -135,7 +135,7 @@ def _loss(params, rest, graphdef, cfg: LossConfig, mb: dict):
     entropy = free = None
     if cfg.entropy_coef or cfg.entropy_floor_coef:
         entropy = losses.token_entropy(logits)
-        # the floor's hinge skips a token the grammar or filter forces (one finite logit)
+    if cfg.entropy_floor_coef:  # the hinge skips a token the grammar/filter forces (1 logit)
         free = (jnp.sum(jnp.isfinite(logits), axis=-1) > 1).astype(mask.dtype)
     loss, metrics = losses.policy_loss(
         logp, mb["old_logprobs"], mb["advantages"], mask, clip_low=cfg.clip_low,
