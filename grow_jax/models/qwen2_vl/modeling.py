@@ -5,7 +5,7 @@ Public API:
 - `model(input_ids, pixel_values=None, image_grid_thw=None, attention_mask=None) -> logits [B,T,V]`: convenience path, numpy or jax inputs, host prep via inputs.py then jitted calls.
 - `model.encode_images(pixel_values, vision_pos_ids, vision_segment_ids) -> [P/m^2, D]` (or [N, P/m^2, D] for batched [N, P, patch_dim] input): pure, jittable.
 - `model.forward(input_ids, position_ids, attention_mask, image_embeds=None, cache=None, cache_pos=None, logits_at=None) -> (logits, new_cache)`: pure, jittable, static shapes; image embeds (extra padded rows allowed) fill the `image_token_id` positions in row-major order.
-- `init_cache(config, batch, max_len, dtype=None) -> cache`: per layer {"k","v"} zeros [B, max_len, kv_heads, head_dim].
+- `init_cache(config, batch, max_len, dtype=None) -> cache`: per layer {"k","v"} zeros [B, kv_heads, max_len, head_dim].
 - With a cache, `attention_mask` is [B, max_len] (1 = slot holds a real token), the T new keys are written at [cache_pos, cache_pos+T), and queries see slots <= their own.
 """
 
@@ -22,14 +22,18 @@ from grow_jax.models.qwen2_vl.layers import ACTIVATIONS, RMSNorm, apply_rotary, 
 from grow_jax.models.qwen2_vl.vision import VisionTower
 from grow_jax.sharding import shard
 
-Cache = list  # list over layers of {"k": [B, L, K, hd], "v": [B, L, K, hd]}
+Cache = list  # list over layers of {"k": [B, K, L, hd], "v": [B, K, L, hd]}
 
 
 def init_cache(config: Qwen2VLConfig, batch: int, max_len: int, dtype=None) -> Cache:
-    """Zeroed fixed-size KV cache for `batch` sequences of up to `max_len` tokens."""
+    """Zeroed fixed-size KV cache for `batch` sequences of up to `max_len` tokens.
+
+    Heads-major ([B, kv_heads, max_len, head_dim]): the layout attention's dots read, so
+    a decode step writes its one new slot in place and copies nothing else; a
+    [B, max_len, kv_heads, head_dim] cache was transposed whole, per layer and step."""
     t = config.text
     dtype = dtype_of(config.dtype) if dtype is None else dtype
-    shape = (batch, max_len, t.num_key_value_heads, t.head_dim)
+    shape = (batch, t.num_key_value_heads, max_len, t.head_dim)
     return [
         {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
         for _ in range(t.num_hidden_layers)
@@ -90,11 +94,14 @@ class Attention(nnx.Module):
         q = apply_rotary(q, cos[:, :, None], sin[:, :, None])
         new_kv = None
         if kv is not None:
-            start = (0, cache_pos, 0, 0)
-            key = jax.lax.dynamic_update_slice(kv["k"], key.astype(kv["k"].dtype), start)
-            val = jax.lax.dynamic_update_slice(kv["v"], val.astype(kv["v"].dtype), start)
-            new_kv = {"k": key, "v": val}
-            key, val = key.astype(q.dtype), val.astype(q.dtype)
+            start = (0, 0, cache_pos, 0)
+            new_kv = {
+                name: jax.lax.dynamic_update_slice(
+                    kv[name], jnp.swapaxes(new, 1, 2).astype(kv[name].dtype), start
+                )
+                for name, new in (("k", key), ("v", val))
+            }
+            key, val = (jnp.swapaxes(new_kv[n], 1, 2).astype(q.dtype) for n in ("k", "v"))
         out = jax.nn.dot_product_attention(q, key, val, mask=mask, scale=hd**-0.5)
         return self.o_proj(out.reshape(B, q.shape[1], n * hd)), new_kv
 
@@ -216,7 +223,7 @@ class Qwen2VL(nnx.Module):
             start = 0
             k_slot = jnp.arange(T)
         else:
-            L = cache[0]["k"].shape[1]
+            L = cache[0]["k"].shape[2]
             if valid.shape != (B, L):
                 raise ValueError(
                     f"with a cache, attention_mask must be [B, max_len] = {(B, L)}, got {valid.shape}"
