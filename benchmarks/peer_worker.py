@@ -99,6 +99,9 @@ class Tunix:
         )
         algo = grpo_learner.GRPOConfig(num_generations=2, beta=0.0, epsilon=tr["clip"],
                                        loss_agg_mode="token-mean")
+        # 0.1.7's grpo_loss_fn reads algo_config.temperature, which its GRPOConfig lacks
+        # (the learner passes the rollout's); 1.0 = the logprobs of the raw policy, as ours
+        algo.temperature = 1.0
         o = tr["optimizer"]
         tx = optax.chain(optax.clip_by_global_norm(o["grad_clip"]),
                          optax.adamw(o["lr"], b1=o["b1"], b2=o["b2"], eps=o["eps"],
@@ -127,7 +130,78 @@ class Tunix:
         return float(self._step(self.model, self.opt, self.example))
 
 
-PEERS = {"tunix": Tunix}
+class EasyDeL:
+    """EasyDeL's Qwen2-VL (`AutoEasyDeLModelForImageTextToText` from the HF folder; its
+    loader needs torch), generation through its eSurge engine, and one `grpo_step`
+    (loss_type "bnpo": token mean over the batch, beta 0) with its optimizer state."""
+
+    def __init__(self, work: dict):
+        import functools
+
+        import easydel as ed
+        import jax
+        import jax.numpy as jnp
+        import optax
+        from easydel.trainers.group_relative_policy_optimization import _fn as grpo_fn
+        from jax.sharding import PartitionSpec
+
+        self.model = ed.AutoEasyDeLModelForImageTextToText.from_pretrained(
+            work["qwen2_vl_dir"], dtype=jnp.float32, param_dtype=jnp.float32,
+            backend=ed.EasyDeLBackends.CPU, platform=ed.EasyDeLPlatforms.JAX,
+            sharding_axis_dims=(1, 1, 1, -1, 1), local_files_only=True,
+        )
+        g = work["generate"]
+        self.prompts = [" ".join(map(str, p)) for p in g["prompts"]]
+        self.params = ed.SamplingParams(max_tokens=g["new_tokens"], temperature=0.0,
+                                        ignore_eos=True)
+        self.engine = ed.eSurge(
+            model=self.model, processor=_hf_id_tokenizer(work["text_config"]["vocab_size"]),
+            dtype=jnp.float32, max_model_len=g["prompt_len"] + g["new_tokens"],
+            max_num_seqs=len(self.prompts), page_size=16, silent_mode=True,
+        )
+        self.engine.initiate()
+        tr = work["train"]
+        o = tr["optimizer"]
+        tx = optax.chain(optax.clip_by_global_norm(o["grad_clip"]),
+                         optax.adamw(o["lr"], b1=o["b1"], b2=o["b2"], eps=o["eps"],
+                                     weight_decay=o["weight_decay"]))
+        self.state = self.model.to_state().init_tx(tx)
+        pid = np.asarray(tr["prompt_ids"])
+        self.batch = {
+            "prompt_ids": jnp.asarray(pid, jnp.int32),
+            "prompt_mask": jnp.asarray(pid != 0, jnp.int32),
+            "completion_ids": jnp.asarray(tr["completion_ids"], jnp.int32),
+            "completion_mask": jnp.ones(np.shape(tr["completion_ids"]), jnp.int32),
+            "advantages": jnp.asarray(tr["advantages"], jnp.float32),
+            "old_per_token_logps": jnp.asarray(tr["old_logprobs"], jnp.float32),
+        }
+        self._step = jax.jit(functools.partial(
+            grpo_fn.grpo_step, num_generations=1, beta=0.0, loss_type="bnpo",
+            epsilon=tr["clip"], epsilon_high=tr["clip"], partition_spec=PartitionSpec(),
+        ), donate_argnums=(0,))
+
+    def generate(self) -> list[list[int]]:
+        outs = self.engine.generate(self.prompts, self.params, use_tqdm=False)
+        return [list(o.outputs[0].token_ids) for o in outs]
+
+    def train(self) -> float:
+        with self.model.mesh:
+            self.state, metrics = self._step(self.state, self.batch)
+        return float(metrics.loss)
+
+
+def _hf_id_tokenizer(vocab_size: int):
+    """A transformers tokenizer doing what IdTokenizer does (eSurge takes text prompts)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({str(i): i for i in range(vocab_size)}, unk_token="0"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##")  # joins with spaces
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="0", eos_token="0")
+
+
+PEERS = {"tunix": Tunix, "easydel": EasyDeL}
 
 
 def main(argv=None) -> None:

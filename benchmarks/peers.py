@@ -47,9 +47,11 @@ SECTION = "## JAX peers"
 # (EasyDeL's eformer/ejkernel pins hold it at its own jax)
 PEERS = {
     "tunix": {"pins": ["google-tunix==0.1.7"], "same_jax": True,
-              "what": "tunix `Sampler` + `grpo_loss_fn` on its text-only Qwen2 (`tunix.models.qwen2`)"},
-    "easydel": {"pins": ["easydel==0.3.0"], "same_jax": False,
-                "what": "EasyDeL Qwen2-VL (Flax NNX)"},
+              "what": "tunix `Sampler` and `grpo_loss_fn` on its text-only Qwen2 "
+                      "(`tunix.models.qwen2`)"},
+    "easydel": {"pins": ["easydel==0.3.0", "torch==2.13.0+cpu"], "same_jax": False,
+                "what": "EasyDeL Qwen2-VL (Flax NNX) with its eSurge engine and `grpo_step` "
+                        "(its HF loader imports torch: the CPU wheel)"},
 }
 # Qwen2VLConfig.tiny overrides; "small" is for a quick look or a loaded machine
 SIZES = {"100m": MODEL_100M, "small": {**MODEL_100M, "hidden_size": 256, "intermediate_size": 688,
@@ -78,7 +80,8 @@ def ensure_venv(peer: str, jax_version: str, log_dir: Path) -> dict:
     print(f"installing {peer}: {' '.join(pins)} (log: {log})", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     with open(log, "w") as f:
-        rc = subprocess.run(["nice", "-n", "10", *cmd], stdout=f, stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run(["nice", "-n", "10", *cmd], stdout=f,
+                            stderr=subprocess.STDOUT).returncode
     if rc != 0:
         tail = [ln for ln in log.read_text().splitlines() if not ln.startswith("WARNING: Location")]
         return {"error": "\n".join(tail[-12:]), "install_cmd": shown}
@@ -227,6 +230,8 @@ def bench_peer(peer: str, python: str, ours: Ours, work_path: Path, args) -> dic
         res = {"versions": side.ready["versions"], "load_s": side.ready["ready"]}
         for task in ("generate", "train"):
             first = {"peer": side.call(task), "ours": _timed(getattr(ours, task))}
+            for _ in range(args.warmup):  # tunix's second train call compiles again
+                side.call(task), getattr(ours, task)()
             times = {"peer": [], "ours": []}
             for _ in range(args.repeats):
                 out = side.call(task)
@@ -288,13 +293,18 @@ def run(args) -> dict:
                      "new_tokens": args.new_tokens,
                      "prompt_tokens": [args.prompt_min, args.prompt_max],
                      "train_batch": args.train_batch, "completion_len": args.completion_len,
-                     "repeats": args.repeats},
+                     "repeats": args.repeats, "warmup": args.warmup},
         "peers": {},
     }
+    if RESULTS.exists():  # peers not run now keep their entries from a run of equal settings
+        old = json.loads(RESULTS.read_text())
+        if old.get("settings") == out["settings"]:
+            out["peers"] = {k: v for k, v in old["peers"].items() if k not in args.peers}
     for peer in args.peers.split(","):
         print(f"== {peer}", file=sys.stderr, flush=True)
         venv = ensure_venv(peer, jax.__version__, work_dir)
-        entry = {"install_cmd": venv["install_cmd"], "what": PEERS[peer]["what"]}
+        entry = {"install_cmd": venv["install_cmd"], "what": PEERS[peer]["what"],
+                 "load_avg_1m_start": round(os.getloadavg()[0], 2)}
         if "error" in venv:
             out["peers"][peer] = entry | {"error": "install failed:\n" + venv["error"]}
             continue
@@ -304,6 +314,7 @@ def run(args) -> dict:
             log = work_dir / f"worker_{peer}.log"
             tail = log.read_text().splitlines()[-12:] if log.exists() else []
             entry["error"] = f"{type(e).__name__}: {e}\n" + "\n".join(tail)
+        entry["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
         out["peers"][peer] = entry
         print(json.dumps(entry, indent=1)[:4000], file=sys.stderr, flush=True)
     out["machine"]["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
@@ -337,8 +348,9 @@ def section(r: dict) -> str:
         f"tokens / s). train: one GRPO step (clipped ratio, eps 0.2, token mean over the "
         f"completions, no KL; global-norm clip 1.0; AdamW) on {s['train_batch']} samples "
         f"(prompt + {s['completion_len']} completion tokens). Each peer runs in its own "
-        f"virtualenv; calls alternate peer / grow_jax; medians of {s['repeats']} after one "
-        "compile + first call. Speed-up = peer seconds / grow_jax seconds.", "",
+        f"virtualenv; calls alternate peer / grow_jax; medians of {s['repeats']} after the "
+        f"compile + first call and {s['warmup']} warm-up call(s). Speed-up = peer seconds / "
+        "grow_jax seconds.", "",
         "| peer | versions | generate s (peer / ours) | tok/s (peer / ours) | generate "
         "speed-up | greedy tokens equal | train step s (peer / ours) | train speed-up | "
         "first loss (peer / ours) |",
@@ -367,7 +379,8 @@ def section(r: dict) -> str:
             lines += ["", f"{peer}: compile + first call s (peer / ours): generate "
                       f"{c[0]['peer']} / {c[0]['ours']}, train {c[1]['peer']} / "
                       f"{c[1]['ours']}; weights load {e['load_s']} s. Installed with "
-                      f"`{e['install_cmd']}`."]
+                      f"`{e['install_cmd']}`; 1-min load average {e['load_avg_1m_start']} / "
+                      f"{e['load_avg_1m_end']} at its start / end."]
     for peer, e in failed:
         lines += ["", f"**{peer} did not run here.** Command: `{e['install_cmd']}`; error:",
                   "", "```", e["error"].strip(), "```"]
@@ -385,6 +398,7 @@ def main(argv=None):
     p.add_argument("--train_batch", type=int, default=16)
     p.add_argument("--completion_len", type=int, default=16)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls after the first")
     p.add_argument("--no_write", action="store_true", help="print only")
     p.add_argument("--doc_only", action="store_true",
                    help="regenerate the docs section from the stored JSON")
