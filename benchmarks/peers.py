@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import select
 import statistics
 import subprocess
 import sys
@@ -92,8 +93,9 @@ def ensure_venv(peer: str, jax_version: str, log_dir: Path) -> dict:
 class Peer:
     """The worker subprocess: one JSON line per command."""
 
-    def __init__(self, peer: str, python: str, work_path: Path, log_path: Path):
-        self.log = open(log_path, "w")
+    def __init__(self, peer: str, python: str, work_path: Path, log_path: Path,
+                 timeout_s: float):
+        self.log, self.timeout_s = open(log_path, "w"), timeout_s
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         self.proc = subprocess.Popen(
             [python, str(WORKER), f"--peer={peer}", f"--work={work_path}"],
@@ -102,6 +104,10 @@ class Peer:
         self.ready = self._read()
 
     def _read(self) -> dict:
+        if not select.select([self.proc.stdout], [], [], self.timeout_s)[0]:
+            self.proc.kill()
+            self.proc.wait()
+            raise TimeoutError(f"no answer from the peer worker within {self.timeout_s:.0f} s")
         line = self.proc.stdout.readline()
         if not line:
             self.proc.wait()
@@ -118,7 +124,7 @@ class Peer:
         return out
 
     def close(self):
-        if self.proc.poll() is None:
+        if self.proc.poll() is None and not self.proc.stdin.closed:
             self.proc.stdin.write("quit\n")
             self.proc.stdin.close()
             self.proc.wait(timeout=60)
@@ -128,15 +134,20 @@ class Peer:
 # ----------------------------------------------------------------------------- workload
 def write_weights(config, out: Path, seed: int = 0):
     """Random grow_jax Qwen2-VL -> `out/qwen2_vl` (HF folder) and `out/qwen2` (its text
-    decoder under Qwen2's `model.*` names, for text-only peers); returns the model."""
+    decoder under Qwen2's `model.*` names, for text-only peers); returns the model (read
+    back from `out` when an earlier run wrote the same config)."""
     from flax import nnx
     from safetensors.numpy import load_file, save_file
 
     from grow_jax.models import hf_io
     from grow_jax.models.qwen2_vl.modeling import Qwen2VL
 
+    vl = out / "qwen2_vl"
+    if (out / "qwen2" / "model.safetensors").exists() and \
+            json.loads((vl / "config.json").read_text()) == json.loads(json.dumps(config.to_hf())):
+        return hf_io.load_pretrained(vl)  # written by an earlier run of this size and seed
     model = nnx.jit(lambda: Qwen2VL(config, rngs=nnx.Rngs(seed)))()  # one compile, not per op
-    vl = hf_io.save_pretrained(model, out / "qwen2_vl", config=config, overwrite=True)
+    vl = hf_io.save_pretrained(model, vl, config=config, overwrite=True)
     lm = "model.language_model."
     text = {("model." + k[len(lm):] if k.startswith(lm) else k): v
             for k, v in load_file(os.path.join(vl, hf_io.SINGLE_FILE)).items()
@@ -225,7 +236,8 @@ def _timed(fn):
 
 def bench_peer(peer: str, python: str, ours: Ours, work_path: Path, args) -> dict:
     """Interleaved generate and train calls on both sides."""
-    side = Peer(peer, python, work_path, work_path.parent / f"worker_{peer}.log")
+    side = Peer(peer, python, work_path, work_path.parent / f"worker_{peer}.log",
+                args.peer_timeout_s)
     try:
         res = {"versions": side.ready["versions"], "load_s": side.ready["ready"]}
         for task in ("generate", "train"):
@@ -379,12 +391,35 @@ def section(r: dict) -> str:
             lines += ["", f"{peer}: compile + first call s (peer / ours): generate "
                       f"{c[0]['peer']} / {c[0]['ours']}, train {c[1]['peer']} / "
                       f"{c[1]['ours']}; weights load {e['load_s']} s. Installed with "
-                      f"`{e['install_cmd']}`; 1-min load average {e['load_avg_1m_start']} / "
-                      f"{e['load_avg_1m_end']} at its start / end."]
+                      f"`{e['install_cmd']}`" + _peer_load(e) + "."]
+    if m["load_avg_1m_start"] > m["cpus"] or m["load_avg_1m_end"] > m["cpus"]:
+        spread = max((max(v) / min(v) for e in r["peers"].values() if "error" not in e
+                      for t in ("generate", "train") for v in e[t]["s_all"].values()),
+                     default=1.0)
+        lines += ["", (
+            "The load average was above the CPU count: other jobs shared the cores and "
+            f"repeats of one call varied up to {spread:.1f}x, so these ratios are indicative "
+            f"only; rerun `python benchmarks/peers.py --size=100m` on an idle machine for "
+            f"the ~100M figures (`{s['size']}` was used here to finish under that load).")]
+    lines += ["", (
+        "Greedy tokens equal: fraction of the batch x new tokens where the peer's greedy "
+        "tokens equal grow_jax's (same weights, f32). First loss: the GRPO loss of the "
+        "first step, before any update, on both sides.")]
+    for peer in PEERS:
+        if peer not in r["peers"]:
+            lines += ["", f"**{peer}: not measured in this results file** (run "
+                      f"`python benchmarks/peers.py --peers={peer} --size={s['size']}`)."]
     for peer, e in failed:
         lines += ["", f"**{peer} did not run here.** Command: `{e['install_cmd']}`; error:",
                   "", "```", e["error"].strip(), "```"]
     return "\n".join(lines) + "\n"
+
+
+def _peer_load(e: dict) -> str:
+    if "load_avg_1m_start" not in e:  # runs before per-peer load was recorded
+        return ""
+    return (f"; 1-min load average {e['load_avg_1m_start']} / {e['load_avg_1m_end']} at "
+            "its start / end")
 
 
 def main(argv=None):
@@ -399,6 +434,8 @@ def main(argv=None):
     p.add_argument("--completion_len", type=int, default=16)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1, help="untimed calls after the first")
+    p.add_argument("--peer_timeout_s", type=float, default=1800,
+                   help="longest wait for one answer of a peer worker (load, compile, call)")
     p.add_argument("--no_write", action="store_true", help="print only")
     p.add_argument("--doc_only", action="store_true",
                    help="regenerate the docs section from the stored JSON")
