@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import select
 import statistics
 import subprocess
@@ -50,7 +51,8 @@ PEERS = {
     "tunix": {"pins": ["google-tunix==0.1.7"], "same_jax": True,
               "what": "tunix `Sampler` and `grpo_loss_fn` on its text-only Qwen2 "
                       "(`tunix.models.qwen2`)"},
-    "easydel": {"pins": ["easydel==0.3.0", "torch==2.13.0+cpu"], "same_jax": False,
+    # pillow: easydel 0.3.0 imports PIL at `import easydel` but does not declare it
+    "easydel": {"pins": ["easydel==0.3.0", "torch==2.13.0+cpu", "pillow"], "same_jax": False,
                 "what": "EasyDeL Qwen2-VL (Flax NNX) with its eSurge engine and `grpo_step` "
                         "(its HF loader imports torch: the CPU wheel)"},
 }
@@ -410,8 +412,9 @@ def section(r: dict) -> str:
             lines += ["", f"**{peer}: not measured in this results file** (run "
                       f"`python benchmarks/peers.py --peers={peer} --size={s['size']}`)."]
     for peer, e in failed:
+        error = re.sub(r"[^\s\"]*/(benchmarks/)", r"\1", e["error"].strip())  # no machine paths
         lines += ["", f"**{peer} did not run here.** Command: `{e['install_cmd']}`; error:",
-                  "", "```", e["error"].strip(), "```"]
+                  "", "```", error, "```"]
     return "\n".join(lines) + "\n"
 
 
