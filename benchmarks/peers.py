@@ -145,11 +145,16 @@ def write_weights(config, out: Path, seed: int = 0):
     from grow_jax.models.qwen2_vl.modeling import Qwen2VL
 
     vl = out / "qwen2_vl"
+    hf = json.loads(json.dumps(config.to_hf()))
+    # EasyDeL 0.3.0's Qwen2-VL reads text fields (vocab_size, ...) at the top level, as in
+    # the hub's older config.json layout; transformers 5.x and grow_jax read text_config
+    legacy = {k: v for k, v in hf["text_config"].items() if k not in hf}
     if (out / "qwen2" / "model.safetensors").exists() and \
-            json.loads((vl / "config.json").read_text()) == json.loads(json.dumps(config.to_hf())):
+            json.loads((vl / "config.json").read_text()) == hf | legacy:
         return hf_io.load_pretrained(vl)  # written by an earlier run of this size and seed
     model = nnx.jit(lambda: Qwen2VL(config, rngs=nnx.Rngs(seed)))()  # one compile, not per op
     vl = hf_io.save_pretrained(model, vl, config=config, overwrite=True)
+    Path(vl, "config.json").write_text(json.dumps(hf | legacy, indent=2))
     lm = "model.language_model."
     text = {("model." + k[len(lm):] if k.startswith(lm) else k): v
             for k, v in load_file(os.path.join(vl, hf_io.SINGLE_FILE)).items()
