@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from importlib import metadata
@@ -155,7 +156,9 @@ class EasyDeL:
         self.params = ed.SamplingParams(max_tokens=g["new_tokens"], temperature=0.0,
                                         ignore_eos=True)
         self.engine = ed.eSurge(
-            model=self.model, processor=_hf_id_tokenizer(work["text_config"]["vocab_size"]),
+            model=self.model,
+            processor=_hf_id_tokenizer(work["text_config"]["vocab_size"],
+                                       os.path.join(os.path.dirname(work["qwen2_dir"]), "ids_tok")),
             dtype=jnp.float32, max_model_len=g["prompt_len"] + g["new_tokens"],
             max_num_seqs=len(self.prompts), page_size=16, silent_mode=True,
         )
@@ -190,15 +193,17 @@ class EasyDeL:
         return float(metrics.loss)
 
 
-def _hf_id_tokenizer(vocab_size: int):
-    """A transformers tokenizer doing what IdTokenizer does (eSurge takes text prompts)."""
+def _hf_id_tokenizer(vocab_size: int, out: str) -> str:
+    """Folder of a transformers tokenizer doing what IdTokenizer does (eSurge takes text
+    prompts, and its tokenizer workers load the tokenizer from a path)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.WordLevel({str(i): i for i in range(vocab_size)}, unk_token="0"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.decoder = decoders.WordPiece(prefix="##")  # joins with spaces
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="0", eos_token="0")
+    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="0", eos_token="0").save_pretrained(out)
+    return out
 
 
 PEERS = {"tunix": Tunix, "easydel": EasyDeL}
