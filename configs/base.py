@@ -80,7 +80,7 @@ def get_config() -> ml_collections.ConfigDict:
     g.clip_low = 0.2  # lower clip of the policy ratio: 1 - clip_low
     g.clip_high = 0.2  # upper clip of the policy ratio: 1 + clip_high
     g.kl_coef = 0.0  # k3 KL penalty to the frozen reference model; 0 drops the reference
-    g.entropy_coef = 0.0  # entropy bonus coefficient (tokens with more than one option)
+    g.entropy_coef = 0.0  # entropy bonus coefficient (over every trained token)
     g.entropy_floor = 0.0  # nats: per-token entropy below it is penalized (entropy_floor_coef)
     g.entropy_floor_coef = 0.0  # weight of the hinge max(0, floor - entropy); 0 disables
     g.aggregation = "token_mean"  # loss aggregation: token_mean | sample_mean
