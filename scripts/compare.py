@@ -1,11 +1,12 @@
 """Equal-budget comparison of advantage estimators from one SFT start; writes docs/results.md
-(docs/results_heldout.md with --held-out).
+(docs/results_heldout.md with --held-out; another study's file with --out).
 
     python scripts/compare.py --seeds 0,1,2 --iterations 60 --parallel 2
     python scripts/compare.py --methods grow_g0.995,tgrpo --seeds 0 --iterations 2 \
         --workdir runs/compare_smoke -- --config.eval.episodes=20
     python scripts/compare.py --seeds 0,1,2 --iterations 60 --report-only
     python scripts/compare.py --held-out ...   # RL-trained vs held-out BabyAI levels
+    python scripts/compare.py --methods grow_g0.995,grow_care --out docs/results_care.md ...
 
 For each seed N, one SFT run (`grow_jax.main --mode=sft`, WORKDIR/sft_seedN) is the start
 of every method (`--config.rl.init_checkpoint`); each method then runs the same number
@@ -48,10 +49,14 @@ TRAIN_LEVELS = ("BabyAI-GoToRedBallNoDists-v0", "BabyAI-GoToObjS4-v0", "BabyAI-O
                 "BabyAI-PickupDist-v0")
 HELD_OUT_LEVELS = ("BabyAI-GoToRedBallGrey-v0", "BabyAI-GoToObj-v0",
                    "BabyAI-OpenRedDoor-v0", "BabyAI-GoToLocalS5N2-v0")
-# (markdown, plot) written by a run on the config's tasks / by a --held-out run
-OUTPUTS = {False: (os.path.join("docs", "results.md"), os.path.join("docs", "results_curves.png")),
-           True: (os.path.join("docs", "results_heldout.md"),
-                  os.path.join("docs", "results_heldout_curves.png"))}
+# The report a run writes unless --out names another (its plot: STEM_curves.png beside it).
+DEFAULT_OUT = {False: os.path.join("docs", "results.md"),
+               True: os.path.join("docs", "results_heldout.md")}
+
+
+def plot_path(out: str) -> str:
+    """docs/results_care.md -> docs/results_care_curves.png"""
+    return os.path.splitext(out)[0] + "_curves.png"
 
 
 def _run_all(jobs: list[tuple[str, list[str]]], parallel: int) -> None:
@@ -184,7 +189,9 @@ def _held_out_table(per: dict, cfg: dict) -> list[str]:
     return out
 
 
-def report(root: str, methods, seeds, argv: str, held_out: bool = False) -> str:
+def report(root: str, methods, seeds, argv: str, out: str = DEFAULT_OUT[False]) -> str:
+    """The markdown of OUT (relative to the repository) from the runs under ROOT; draws
+    its plot."""
     per = {m: [summarize(os.path.join(root, m, f"seed{s}")) for s in seeds] for m in methods}
     cfg = json.load(open(os.path.join(root, methods[0], f"seed{seeds[0]}", "config.json")))
     first = per[methods[0]][0]
@@ -218,7 +225,7 @@ def report(root: str, methods, seeds, argv: str, held_out: bool = False) -> str:
     lines += _held_out_table(per, cfg)
     lines += ["", "Method flags (on top of the config):", ""]
     lines += [f"- `{m}`: `{' '.join(METHODS[m])}`" for m in methods]
-    png = OUTPUTS[held_out][1]
+    png = plot_path(out)
     lines += ["", f"![curves]({os.path.basename(png)})", ""]
     plot(per, os.path.join(ROOT, png))
     return "\n".join(lines)
@@ -235,6 +242,10 @@ def main():
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--held-out", action="store_true",
                     help="train on TRAIN_LEVELS, evaluate on them and on HELD_OUT_LEVELS")
+    ap.add_argument("--out", default=None,
+                    help="markdown report to write, relative to the repository (default "
+                         "docs/results.md, docs/results_heldout.md with --held-out); its "
+                         "plot goes beside it as STEM_curves.png")
     ap.add_argument("extra", nargs="*", help="extra flags for every grow_jax.main run (after --)")
     args = ap.parse_args()
     methods = [m for m in args.methods.split(",") if m]
@@ -243,6 +254,9 @@ def main():
         raise SystemExit(f"--methods: unknown {unknown}; known: {', '.join(METHODS)}")
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     root = os.path.abspath(args.workdir)
+    out = args.out or DEFAULT_OUT[args.held_out]
+    if not out.endswith(".md") or os.path.isabs(out):
+        raise SystemExit(f"--out: expected a .md path relative to the repository, got {out!r}")
     extra = list(args.extra)
     if args.held_out:
         extra = [f"--config.env.tasks={TRAIN_LEVELS!r}",
@@ -256,9 +270,11 @@ def main():
                      *([f"--config {args.config}"] if args.config != "configs/tiny_cpu.py"
                        else []),
                      *(["--held-out"] if args.held_out else []),
+                     *([f"--out {args.out}"] if args.out else []),
                      *(["--", *args.extra] if args.extra else [])])
-    text = report(root, methods, seeds, argv, held_out=args.held_out)
-    with open(os.path.join(ROOT, OUTPUTS[args.held_out][0]), "w") as f:
+    text = report(root, methods, seeds, argv, out=out)
+    os.makedirs(os.path.dirname(os.path.join(ROOT, out)), exist_ok=True)
+    with open(os.path.join(ROOT, out), "w") as f:
         f.write(text)
     print(text)
 

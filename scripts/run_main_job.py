@@ -4,6 +4,7 @@ figures into README.md.
     python scripts/run_main_job.py --seeds 0,1,2,3,4               # one seed after another
     python scripts/run_main_job.py --seeds 0,1,2,3,4 --parallel 2  # two at a time
     python scripts/run_main_job.py --seeds 0,1,2,3,4 --report-only
+    python scripts/run_main_job.py --timing --seeds 0 --workdir runs/main_idle  # idle check
 
 Seed N runs `python -m grow_jax.main --config=CONFIG --workdir=WORKDIR/seedN
 --config.seed=N` (the default README command with another seed). The block between
@@ -15,6 +16,10 @@ The machine is shared, so every run records its 1-min load average (sampled ever
 and its CPU time (user + sys of the run). On an idle machine, a run that keeps at least one
 core busy takes no longer than its CPU time, and no less than CPU time / cores. The table
 gives the CPU time as the idle-machine estimate, beside the wall time measured under load.
+`--timing` is the direct measurement: it runs seeds one at a time (meant for an idle
+machine; the load average it saw is reported), writes their wall time into a second README
+block and checks that each seed's evaluation figures equal its row in the table above, so
+the table is also shown to reproduce on the machine the timing was taken on.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START, END = "<!-- main-job:start -->", "<!-- main-job:end -->"
+# The idle-machine check (--timing) writes its own block, after the table's.
+TIMING_START, TIMING_END = "<!-- main-job-timing:start -->", "<!-- main-job-timing:end -->"
 PLOT = os.path.join("docs", "tiny_cpu_learning_curve.png")
 # The acceptance bars of the main job (issue 9).
 MIN_GAIN, MIN_MEAN_GAIN, MIN_END_OVER_BEST, MAX_WALL_MIN = 20.0, 40.0, 0.9, 10.0
@@ -234,15 +241,57 @@ def report(root: str, seeds: list[int], argv: str) -> str:
     return "\n".join(lines)
 
 
-def write_readme(block: str) -> None:
+def table_rows(readme: str) -> dict[int, tuple[str, str, str]]:
+    """seed -> (SFT start, end, best) as printed in README.md's main-job table."""
+    if START not in readme or END not in readme:
+        raise SystemExit(f"README.md lacks the {START} ... {END} markers")
+    rows = {}
+    for line in readme.split(START, 1)[1].split(END, 1)[0].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 4 and cells[0].isdigit():
+            rows[int(cells[0])] = tuple(cells[1:4])
+    return rows
+
+
+def timing_report(root: str, seeds: list[int], argv: str, table: dict) -> str:
+    """The --timing block: each seed's wall time run alone, against the bar, and whether
+    its evaluation figures reproduce the table's row."""
+    lines = [f"Idle-machine check, measured by `{argv}`: each seed run alone, one after "
+             "another.", "",
+             "| seed | wall (min) | CPU time (min) | 1-min load (mean / max) | SFT start, end, "
+             "best | the table's row | reproduced |", "|---|---|---|---|---|---|---|"]
+    walls = []
+    for s in seeds:
+        p = seed_summary(os.path.join(root, f"seed{s}"))
+        tm = p["timing"]
+        walls.append(tm["wall_s"] / 60)
+        got = tuple(f"{p[k]:.1f}%" for k in ("start", "end", "best"))
+        want = table.get(s)
+        lines.append(
+            f"| {s} | {walls[-1]:.1f} | {tm['cpu_s'] / 60:.1f} | {tm['load_avg_mean']:.1f} / "
+            f"{tm['load_avg_max']:.1f} | {', '.join(got)} | "
+            f"{', '.join(want) if want else 'none'} | "
+            f"{'yes' if want == got else 'no' if want else '-'} |")
+    cpus = json.load(open(os.path.join(root, f"seed{seeds[0]}", "timing.json")))["cpus"]
+    lines += ["", f"Bar: <= {MAX_WALL_MIN:.0f} min per run on {cpus} cores: largest wall time "
+              f"{max(walls):.1f} min: {'met' if max(walls) <= MAX_WALL_MIN else 'not met'} "
+              "(read it with the load average: above ~1 the cores were shared)."]
+    return "\n".join(lines)
+
+
+def write_readme(block: str, start: str = START, end: str = END) -> None:
+    """Replaces README.md's block between START and END; a missing timing block is added
+    right after the main-job table."""
     path = os.path.join(ROOT, "README.md")
     text = open(path).read()
-    if START not in text or END not in text:
-        raise SystemExit(f"README.md lacks the {START} ... {END} markers")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
+    if start not in text and start == TIMING_START and END in text:
+        text = text.replace(END, f"{END}\n\n{TIMING_START}\n{TIMING_END}", 1)
+    if start not in text or end not in text:
+        raise SystemExit(f"README.md lacks the {start} ... {end} markers")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
     with open(path, "w") as f:
-        f.write(f"{head}{START}\n{block}\n{END}{tail}")
+        f.write(f"{head}{start}\n{block}\n{end}{tail}")
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -264,11 +313,16 @@ def main():
     ap.add_argument("--parallel", type=int, default=1, help="runs at a time")
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--no-readme", action="store_true", help="print the block only")
+    ap.add_argument("--timing", action="store_true",
+                    help="idle-machine check: seeds one at a time; writes their wall time "
+                         "and whether they reproduce the table into a second README block")
     ap.add_argument("extra", nargs="*", help="extra flags for grow_jax.main (after --)")
     args = ap.parse_args()
     seeds = parse_seeds(args.seeds)
     if args.parallel < 1:
         raise SystemExit(f"--parallel must be >= 1, got {args.parallel}")
+    if args.timing and args.parallel != 1:
+        raise SystemExit("--timing runs seeds one at a time: drop --parallel")
     root = os.path.abspath(args.workdir)
     if not args.report_only:
         run_seeds(root, args.config, seeds, args.extra, args.parallel)
@@ -278,10 +332,15 @@ def main():
                          "runs", "main_job") else []),
                      *([f"--config {args.config}"] if args.config != "configs/tiny_cpu.py"
                        else []),
+                     *(["--timing"] if args.timing else []),
                      *(["--", *args.extra] if args.extra else [])])
-    block = report(root, seeds, argv)
+    if args.timing:
+        table = table_rows(open(os.path.join(ROOT, "README.md")).read())
+        block, markers = timing_report(root, seeds, argv, table), (TIMING_START, TIMING_END)
+    else:
+        block, markers = report(root, seeds, argv), (START, END)
     if not args.no_readme:
-        write_readme(block)
+        write_readme(block, *markers)
     print(block)
 
 

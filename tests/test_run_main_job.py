@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import sys
 
 import pytest
 
@@ -65,6 +66,35 @@ def test_report_table_and_bars(tmp_path, monkeypatch):
     assert "old" not in text and text.startswith("a\n") and text.endswith("b\n")
 
 
+def test_timing_block_checks_the_table_reproduces(tmp_path, monkeypatch):
+    """--timing: wall time of seeds run alone against the bar, each seed's figures against
+    its table row, written into a second README block (added after the table)."""
+    mod = _script()
+    monkeypatch.setattr(mod, "ROOT", str(tmp_path))
+    os.makedirs(tmp_path / "docs")
+    _fake_seed(str(tmp_path / "seed0"), [(0, 0.2), (20, 0.7), (40, 0.8)])
+    _fake_seed(str(tmp_path / "seed1"), [(0, 0.2), (40, 0.5)], wall_s=660.0)
+    (tmp_path / "README.md").write_text(
+        "a\n<!-- main-job:start -->\n| seed | SFT start | end | best |\n|---|---|---|---|\n"
+        "| 0 | 20.0% | 80.0% | 80.0% | **+60.0** |\n| 1 | 20.0% | 60.0% | 60.0% |\n"
+        "<!-- main-job:end -->\nb\n")
+    table = mod.table_rows((tmp_path / "README.md").read_text())
+    assert table == {0: ("20.0%", "80.0%", "80.0%"), 1: ("20.0%", "60.0%", "60.0%")}
+    block = mod.timing_report(str(tmp_path), [0, 1], "python x --timing", table)
+    assert "| 0 | 5.0 | 8.3 | 3.0 / 5.0 | 20.0%, 80.0%, 80.0% | 20.0%, 80.0%, 80.0% | yes |" \
+        in block
+    assert "| 1 | 11.0 |" in block and block.count("| no |") == 1  # seed 1 ended at 50%
+    assert "largest wall time 11.0 min: not met" in block
+    mod.write_readme(block, mod.TIMING_START, mod.TIMING_END)
+    mod.write_readme(block, mod.TIMING_START, mod.TIMING_END)  # replaced, not added twice
+    text = (tmp_path / "README.md").read_text()
+    assert text.count(mod.TIMING_START) == 1 and text.endswith("b\n")
+    assert text.index("main-job:end") < text.index(mod.TIMING_START)
+    monkeypatch.setattr(sys, "argv", ["run_main_job.py", "--timing", "--parallel", "2"])
+    with pytest.raises(SystemExit, match="--timing runs seeds one at a time"):
+        mod.main()
+
+
 def test_seed_parsing():
     mod = _script()
     assert mod.parse_seeds("0,1, 2") == [0, 1, 2]
@@ -101,3 +131,15 @@ def test_compare_report_from_finished_runs(tmp_path, monkeypatch):
     assert ("| grow_g0.995 | 20.0 ± 0.0 | 70.0 ± 14.1 | 10.0 ± 0.0 | 30.0 ± 0.0 |" in text)
     assert "Held-out: Held-Out-v0." in text
     assert os.path.exists(tmp_path / "docs" / "results_curves.png")
+    # --out: another study's report and plot, the same runs
+    monkeypatch.setattr(sys, "argv", [
+        "compare.py", "--methods", "grow_g0.995,tgrpo", "--seeds", "0,1", "--report-only",
+        "--workdir", str(tmp_path), "--out", "docs/results_care.md"])
+    mod.main()
+    care = (tmp_path / "docs" / "results_care.md").read_text()
+    assert row in care and "![curves](results_care_curves.png)" in care
+    assert "--out docs/results_care.md" in care
+    assert os.path.exists(tmp_path / "docs" / "results_care_curves.png")
+    monkeypatch.setattr(sys, "argv", ["compare.py", "--report-only", "--out", "/tmp/x.md"])
+    with pytest.raises(SystemExit, match="--out: expected a .md path"):
+        mod.main()
