@@ -39,6 +39,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.mesh.data = -1  # data-parallel axis size; -1 takes all devices left over by the others
     c.mesh.fsdp = 1  # parameter-sharding (ZeRO-3 style) axis size
     c.mesh.tensor = 1  # tensor-parallel axis size (heads / mlp / vocab)
+    # sum gradients over the devices in a fixed order, so any process layout of the same
+    # mesh trains bit-identically (full params + one gradient per device on each: small
+    # models and exactness checks; needs mesh.tensor=1, no rl.pack; docs/scale_out.md)
+    c.mesh.fixed_order_reduce = False
 
     c.env = e = ml_collections.ConfigDict()
     e.suite = "babyai"  # task suite: babyai | crafter | minecraft

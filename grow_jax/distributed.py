@@ -211,6 +211,14 @@ def local_mesh(mesh):
     return jax.sharding.Mesh(devs[box], mesh.axis_names, axis_types=mesh.axis_types)
 
 
+def local_rows(rows: int, mesh) -> int:
+    """This process's share of a row bucket of `rows` on `mesh` (its devices / the mesh's),
+    so that each of its devices holds as many rows as in a one-process run of the mesh
+    (same per-device shapes: same float results); `rows` for one process."""
+    local = local_mesh(mesh)
+    return max(1, rows * local.size // mesh.size)
+
+
 def local_params(tree, mesh):
     """`tree`'s global arrays as arrays on `mesh` (this process's block, `local_mesh`), with
     the same partition specs. A leaf whose local shards already hold what the local mesh

@@ -123,9 +123,10 @@ def shard_model(model: nnx.Module, mesh, rules: AxisRules | None = None) -> nnx.
 
 def shard(x, logical_axes: Sequence[str | None], rules: AxisRules | None = None):
     """Sharding constraint by logical axes under the current mesh (`jax.set_mesh`); no-op
-    without one, and dims the mesh axes do not divide stay replicated."""
+    without one or inside a shard_map over every mesh axis (train/fixed_order.py), and dims
+    the mesh axes do not divide stay replicated."""
     mesh = jax.sharding.get_abstract_mesh()
-    if mesh is None or mesh.empty:
+    if mesh is None or mesh.empty or mesh.are_all_axes_manual:  # inside a full shard_map
         return x
     spec = (rules or AxisRules()).spec(logical_axes, x.shape, mesh)
     return jax.lax.with_sharding_constraint(x, spec)

@@ -203,18 +203,28 @@ class BatchShape:
     batch: int  # samples (padded with zero-weight samples)
     seq: int  # tokens per sample (left-padded)
     targets: int  # action-token slots per sample
-    images: ImageSlots
+    images: ImageSlots  # the image layout of one shard's rows
+    # > 1: shard-major batch, `shards` blocks of batch / shards rows, each with its own
+    # images (`images` per block), so each device's rows are a batch of their own
+    # (train/fixed_order.py); 1: the images of all rows in one block, row-major
+    shards: int = 1
 
     @staticmethod
-    def fit(samples: Sequence[Sample], batch: int, seq_multiple: int = 16) -> "BatchShape":
-        """The smallest bucketed shape that holds any `batch` of `samples`."""
+    def fit(samples: Sequence[Sample], batch: int, seq_multiple: int = 16,
+            shards: int = 1) -> "BatchShape":
+        """The smallest bucketed shape that holds any `batch` of `samples` (in `shards`
+        blocks of rows, each with its own image slots)."""
+        if shards < 1 or batch % shards:
+            raise ValueError(f"a batch of {batch} rows does not split into {shards} shards")
         seq = round_up(max(s.length for s in samples), seq_multiple)
         k = max(len(s.target_pos) for s in samples)
-        # Worst case of any batch of `batch` samples (batches may repeat samples).
+        # Worst case of any block of `rows` samples (batches may repeat samples).
+        rows = batch // shards
         imgs = max(len(x.image_grid_thw) for x in samples)
         patches = max(x.pixel_values.shape[0] for x in samples)
         grids = np.concatenate([x.image_grid_thw for x in samples])
-        return BatchShape(batch, seq, k, ImageSlots.fit(grids, batch * imgs, batch * patches))
+        return BatchShape(batch, seq, k, ImageSlots.fit(grids, rows * imgs, rows * patches),
+                          shards)
 
 
 def target_arrays(samples: Sequence[Sample], batch: int, targets: int,
@@ -246,10 +256,13 @@ def collate(samples: Sequence[Sample], shape: BatchShape, model_config, pad_id: 
     Returns input_ids/attention_mask [B,T], position_ids [3,B,T], image arrays in the
     layout of `shape.images` (see `pack_images`), target_pos/targets/loss_mask/old_logprobs/
     advantages [B,K], and each optional field in `fields` [B,K] (None: those the first
-    sample carries).
+    sample carries). With `shape.shards` > 1, row block j (and image block j) is block j's
+    samples collated on their own.
     """
     if fields is None:
         fields = samples[0].optional_fields() if samples else ()
+    if shape.shards > 1:
+        return _collate_shard_major(samples, shape, model_config, pad_id, fields)
     b, t, k = shape.batch, shape.seq, shape.targets
     if len(samples) > b:
         raise ValueError(f"{len(samples)} samples do not fit a batch of {b}")
@@ -276,3 +289,16 @@ def collate(samples: Sequence[Sample], shape: BatchShape, model_config, pad_id: 
                target_pos=tpos)
     out.update(target_arrays(samples, b, k, fields))
     return out
+
+
+def _collate_shard_major(samples, shape: BatchShape, model_config, pad_id, fields) -> dict:
+    """`collate` of each block of batch / shards rows, concatenated block after block
+    (position_ids along its batch dim 1, everything else along dim 0)."""
+    if len(samples) > shape.batch:
+        raise ValueError(f"{len(samples)} samples do not fit a batch of {shape.batch}")
+    rows = shape.batch // shape.shards
+    block = dataclasses.replace(shape, batch=rows, shards=1)
+    parts = [collate(samples[j * rows:(j + 1) * rows], block, model_config, pad_id, fields)
+             for j in range(shape.shards)]
+    return {key: np.concatenate([p[key] for p in parts], axis=int(key == "position_ids"))
+            for key in parts[0]}

@@ -136,6 +136,9 @@ def _jitted_generate(graphdef, config, sp: SamplingParams):
     return jax.jit(functools.partial(_generate, graphdef=graphdef, config=config, sp=sp))
 
 
+BATCH_BUCKET = 8  # rows (and image slots) per batch are a multiple of this
+
+
 class Sampler:
     """Jitted batched sampling for one model graph; recompiles only per bucketed shape."""
 
@@ -146,7 +149,7 @@ class Sampler:
         *,
         mesh=None,
         prompt_bucket: int = 16,
-        batch_bucket: int = 8,
+        batch_bucket: int = BATCH_BUCKET,
         patch_bucket: int = 256,
         pad_id: int = 0,
     ):

@@ -25,6 +25,31 @@ def make_mesh(config):
     return sharding.make_mesh(data=data, fsdp=m.fsdp, tensor=m.tensor)
 
 
+def batch_shards(config, mesh) -> int:
+    """Row blocks per batch: the mesh's device count with mesh.fixed_order_reduce (each
+    device's rows collated as a batch of their own, train/fixed_order.py), else 1. Raises
+    ConfigError for settings the fixed-order step cannot run."""
+    from grow_jax.config_utils import ConfigError
+
+    if not config.mesh.fixed_order_reduce:
+        return 1
+    n = mesh.size
+    checks = [
+        (mesh.shape["tensor"] == 1, f"needs mesh.tensor = 1, got {mesh.shape['tensor']}"),
+        (not config.rl.pack, "does not take packed rows: set rl.pack=False"),
+        (config.rl.minibatch_size % n == 0,
+         f"needs rl.minibatch_size divisible by the mesh's {n} devices, got "
+         f"{config.rl.minibatch_size}"),
+        (config.sft.steps == 0 or config.sft.batch_size % n == 0,
+         f"needs sft.batch_size divisible by the mesh's {n} devices, got "
+         f"{config.sft.batch_size}"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(f"config error: mesh.fixed_order_reduce {msg}")
+    return n
+
+
 HF_ASSETS_DIR = "hf_assets"  # as grow_jax.main.HF_ASSETS_DIR: files import_hf keeps
 
 

@@ -25,7 +25,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from grow_jax import distributed
 from grow_jax.algo import losses
-from grow_jax.train import value_head
+from grow_jax.train import fixed_order, value_head
 
 BATCH_AXES = ("data", "fsdp")
 # Which dimension of each micro-batch array is the batch (or patch) dimension.
@@ -160,16 +160,9 @@ def _weight(mask: jax.Array, aggregation: str) -> jax.Array:
     return jnp.sum(on) if aggregation == "token_mean" else jnp.sum(jnp.any(on, axis=-1))
 
 
-def update_grads(params, micro_batches: dict, *, graphdef, rest, cfg):
-    """Gradient and metrics of one update from A micro-batches (leading axis A).
-
-    Accumulation sums each micro-batch's gradient times its weight (`_weight`) and divides
-    by the total weight, so A micro-batches give exactly the gradient of one batch of all
-    their rows, and all-padding micro-batches add nothing. The result is then scaled by
-    the fraction of real rows in the update (real / (A * B)): an epoch's last, partial
-    update counts as much as the samples it holds, not as a full-size update
-    (docs/algorithms.md, "Minibatch weighting").
-    """
+def weighted_sums(params, micro_batches: dict, *, graphdef, rest, cfg):
+    """(sum of w * gradient, sum of w * metrics, sum of w, real rows) over A micro-batches
+    (leading axis A), w being each micro-batch's `_weight`."""
     grad_fn = jax.value_and_grad(_loss, has_aux=True)
 
     def one(mb):
@@ -183,8 +176,29 @@ def update_grads(params, micro_batches: dict, *, graphdef, rest, cfg):
     first = jax.tree.map(lambda x: x[0], micro_batches)
     rest_mbs = jax.tree.map(lambda x: x[1:], micro_batches)
     (grads, metrics, total), _ = jax.lax.scan(accumulate, one(first), rest_mbs)
-    mask = micro_batches["loss_mask"]  # [A, B, K]
-    real = jnp.sum(jnp.any(mask > 0, axis=-1)) / (mask.shape[0] * mask.shape[1])
+    real_rows = jnp.sum(jnp.any(micro_batches["loss_mask"] > 0, axis=-1))
+    return grads, metrics, total, real_rows
+
+
+def update_grads(params, micro_batches: dict, *, graphdef, rest, cfg, fixed=False):
+    """Gradient and metrics of one update from A micro-batches (leading axis A).
+
+    Accumulation sums each micro-batch's gradient times its weight (`_weight`) and divides
+    by the total weight, so A micro-batches give exactly the gradient of one batch of all
+    their rows, and all-padding micro-batches add nothing. The result is then scaled by
+    the fraction of real rows in the update (real / (A * B)): an epoch's last, partial
+    update counts as much as the samples it holds, not as a full-size update
+    (docs/algorithms.md, "Minibatch weighting"). `fixed`: called per device inside
+    `fixed_order.sharded_step`, the sums are added over the devices in a fixed order.
+    """
+    grads, metrics, total, real_rows = weighted_sums(params, micro_batches, graphdef=graphdef,
+                                                     rest=rest, cfg=cfg)
+    rows = micro_batches["loss_mask"].shape[0] * micro_batches["loss_mask"].shape[1]  # A * B
+    if fixed:  # inside fixed_order.sharded_step: this device's rows
+        grads, metrics, total, real_rows = fixed_order.ordered_sum(
+            (grads, metrics, total, real_rows))
+        rows *= jax.lax.axis_size(fixed_order.MESH_AXES)
+    real = real_rows / rows
     denom = jnp.maximum(total, 1.0)
     grads = jax.tree.map(lambda g: g * (real / denom), grads)
     metrics = jax.tree.map(lambda m: m / denom, metrics)
@@ -192,13 +206,14 @@ def update_grads(params, micro_batches: dict, *, graphdef, rest, cfg):
 
 
 def _update(state: TrainState, micro_batches: dict, *, graphdef, rest, tx, cfg,
-            value_tx=None, halted=False):
+            value_tx=None, halted=False, fixed=False):
     """One optimizer update from A accumulated micro-batches (leading axis A); the state is
     kept when `halted` or when the minibatch's approx_kl, measured before it, exceeds
     `cfg.kl_stop`."""
     with_value = state.value is not None
     grads, metrics = update_grads((state.params, state.value) if with_value else state.params,
-                                  micro_batches, graphdef=graphdef, rest=rest, cfg=cfg)
+                                  micro_batches, graphdef=graphdef, rest=rest, cfg=cfg,
+                                  fixed=fixed)
     if cfg.kl_stop and cfg.kind == "policy":
         halted = halted | (metrics["approx_kl"] > cfg.kl_stop)
     metrics["kl_stopped_updates"] = jnp.asarray(halted, jnp.int32)
@@ -229,16 +244,27 @@ def _skip_if_not_finite(old: TrainState, new: TrainState, metrics: dict, updates
 
 
 def train_step(state: TrainState, batches: dict, *, graphdef, rest, tx, cfg: LossConfig,
-               value_tx=None):
+               value_tx=None, reduce_mesh=None):
     """M updates over `batches` (leading dims [M, A]); metrics are means over the M.
 
     With `cfg.kl_stop`, the first update whose minibatch measures approx_kl > kl_stop and
-    all after it keep the state (`kl_stopped_updates` counts them)."""
+    all after it keep the state (`kl_stopped_updates` counts them). With `reduce_mesh`,
+    the step runs on every device of it with gradients summed in a fixed order
+    (train/fixed_order.py)."""
+    kwargs = dict(graphdef=graphdef, rest=rest, tx=tx, cfg=cfg, value_tx=value_tx)
+    if reduce_mesh is not None:
+        return fixed_order.sharded_step(functools.partial(_train_step, fixed=True, **kwargs),
+                                        reduce_mesh, _BATCH_DIM)(state, batches)
+    return _train_step(state, batches, **kwargs)
+
+
+def _train_step(state: TrainState, batches: dict, *, graphdef, rest, tx, cfg: LossConfig,
+                value_tx=None, fixed=False):
 
     def body(carry, mbs):
         s, halted = carry
         s, m = _update(s, mbs, graphdef=graphdef, rest=rest, tx=tx, cfg=cfg,
-                       value_tx=value_tx, halted=halted)
+                       value_tx=value_tx, halted=halted, fixed=fixed)
         return (s, m["kl_stopped_updates"] > 0), m
 
     (state, _), metrics = jax.lax.scan(body, (state, jnp.zeros((), bool)), batches)
@@ -285,18 +311,23 @@ class Learner:
     """Holds the model's graph, the optimizer and the jitted step for one mesh.
 
     `learner.step(state, batches)` runs `train_step` compiled with the state's shardings
-    as in/out shardings (donated) and batch shardings over (data, fsdp). `init_state()`
+    as in/out shardings (donated) and batch shardings over (data, fsdp); `fixed_order`:
+    the state is replicated and the gradients are summed over the devices in a fixed order
+    (train/fixed_order.py, for batches collated with `BatchShape(shards=mesh.size)`).
+    `init_state()`
     without params starts from the model's own arrays, which the first step donates: after
     it, use `learner.model(state)`, not the model object given here.
     """
 
     def __init__(self, model, tx: optax.GradientTransformation, cfg: LossConfig, mesh,
-                 value_tx: optax.GradientTransformation | None = None):
+                 value_tx: optax.GradientTransformation | None = None,
+                 fixed_order: bool = False):
         if (value_tx is None) != (not cfg.value_coef):
             raise ValueError("Learner: a value head (value_tx) goes with LossConfig.value_coef"
                              " > 0 and only with it")
         self.graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
         self.tx, self.cfg, self.mesh, self.value_tx = tx, cfg, mesh, value_tx
+        self.fixed_order = fixed_order  # mesh.fixed_order_reduce (train/fixed_order.py)
         self.hidden_size = model.config.text.hidden_size
         self._params_template = params
         self._compiled = {}
@@ -305,6 +336,8 @@ class Learner:
         """A fresh TrainState on the mesh (optimizer moments sharded like the params,
         counters and RNG replicated), so every leaf lives on the same devices."""
         params = self._params_template if params is None else params
+        if self.fixed_order:  # the whole state on every device (train/fixed_order.py)
+            params = jax.device_put(params, NamedSharding(self.mesh, P()))
         opt_state = jax.jit(self.tx.init,
                             out_shardings=opt_state_shardings(self.tx, params, self.mesh))(params)
         rep = NamedSharding(self.mesh, P())
@@ -325,7 +358,8 @@ class Learner:
             st_sh = self.state_shardings(state)
             b_sh = batch_shardings(self.mesh, batches)
             fn = jax.jit(functools.partial(train_step, graphdef=self.graphdef, rest=self.rest,
-                                           tx=self.tx, cfg=self.cfg, value_tx=self.value_tx),
+                                           tx=self.tx, cfg=self.cfg, value_tx=self.value_tx,
+                                           reduce_mesh=self.mesh if self.fixed_order else None),
                          in_shardings=(st_sh, b_sh), out_shardings=(st_sh, None),
                          donate_argnums=0)
             self._compiled[key] = fn, b_sh

@@ -26,7 +26,7 @@ from grow_jax.data.pipeline import epoch_batches, stack_micro_batches
 from grow_jax.data.samples import BatchShape, collate, make_sample
 from grow_jax.eval.evaluate import evaluate, resume_kwargs, write_report
 from grow_jax.rollout.loop import RolloutStats, image_token_count, run_episodes
-from grow_jax.sampling.generate import Sampler, SamplingParams
+from grow_jax.sampling.generate import BATCH_BUCKET, Sampler, SamplingParams
 from grow_jax.train import builders, diagnostics, preemption
 from grow_jax.train.action_mask import action_grammar, drop_stop_targets
 from grow_jax.train.care import EmaReference
@@ -59,6 +59,7 @@ class Run:
                                  async_save=config.checkpoint.async_save)
         self.start = builders.start_weights(config, self.ckpt.latest_step() is not None, resume)
         self.mesh = builders.make_mesh(config)
+        self.shards = builders.batch_shards(config, self.mesh)  # mesh.fixed_order_reduce
         imported = builders.imported_workdir(config, workdir, self.start)
         self.tokenizer = builders.load_tokenizer(config, imported)
         self.mcfg = builders.model_config(config, self.tokenizer, imported)
@@ -110,6 +111,7 @@ class Run:
                             top_p=a.top_p, stop_token_ids=tuple(self.agent.stop_ids),
                             suppress_token_ids=self.suppressed, grammar=self.grammar)
         return Sampler(self.model, sp, mesh=distributed.local_mesh(self.mesh),  # own devices
+                       batch_bucket=distributed.local_rows(BATCH_BUCKET, self.mesh),
                        pad_id=self.pad_id)
 
     @functools.cached_property
@@ -129,7 +131,7 @@ class Run:
         params = nnx.state(self.model, nnx.Param)
         value_tx = make_optimizer(opt_cfg, {"w": 0, "b": 0}) if value else None
         return Learner(self.model, make_optimizer(opt_cfg, params), cfg, self.mesh,
-                       value_tx=value_tx)
+                       value_tx=value_tx, fixed_order=self.shards > 1)
 
     # --------------------------------------------------------- checkpoints
     def save(self, iteration: int, state: TrainState, phase: str, env_steps: int = 0,
@@ -250,7 +252,7 @@ def run_sft_phase(run: Run) -> TrainState:
 
     ds = demos.demo_dataset(demo_path(run)).map(to_sample)
     samples = list(ds)
-    shape = BatchShape.fit(samples, s.batch_size)
+    shape = BatchShape.fit(samples, s.batch_size, shards=run.shards)
     import grain
 
     batches = (grain.MapDataset.source(samples).shuffle(seed=c.seed).repeat(None)
@@ -462,7 +464,7 @@ def _train(run: Run):
             reference.annotate(samples, r.minibatch_size, run.mcfg, run.pad_id)
         updates = diagnostics.UpdateLog(r.target_kl)
         if samples:
-            shape = BatchShape.fit(samples, r.minibatch_size)
+            shape = BatchShape.fit(samples, r.minibatch_size, shards=run.shards)
             for batches in epoch_batches(samples, shape, run.mcfg, epochs=r.epochs,
                                          accumulation=r.accumulation,
                                          seed=hash((c.seed, it)) % 2**31, pad_id=run.pad_id,
