@@ -5,6 +5,7 @@ figures into README.md.
     python scripts/run_main_job.py --seeds 0,1,2,3,4 --parallel 2  # two at a time
     python scripts/run_main_job.py --seeds 0,1,2,3,4 --report-only
     python scripts/run_main_job.py --timing --seeds 0 --workdir runs/main_idle  # idle check
+    python scripts/run_main_job.py --workdir runs/main_m2 --out docs/main_job_m2.md  # machine 2
 
 Seed N runs `python -m grow_jax.main --config=CONFIG --workdir=WORKDIR/seedN
 --config.seed=N` (the default README command with another seed). The block between
@@ -172,7 +173,10 @@ def _runs_at_a_time(per: dict) -> str:
     return f"{common} run{'s' if common > 1 else ''}" + (f" ({', '.join(odd)})" if odd else "")
 
 
-def report(root: str, seeds: list[int], argv: str) -> str:
+def report(root: str, seeds: list[int], argv: str, plot_path: str = PLOT,
+           link: str | None = None) -> str:
+    """The table block; the curves go to PLOT_PATH (relative to the repository), linked
+    as LINK (default: PLOT_PATH, as README.md at the root sees it)."""
     per = {s: seed_summary(os.path.join(root, f"seed{s}")) for s in seeds}
     first = per[seeds[0]]
     cfg, t = first["config"], first["timing"]
@@ -235,10 +239,42 @@ def report(root: str, seeds: list[int], argv: str) -> str:
         f"{idle.max():.1f} min (wall {walls.max():.1f} min under load) | "
         f"{'yes' if idle.max() <= MAX_WALL_MIN else 'no'} |",
         "",
-        f"![learning curves of every seed]({PLOT})",
+        f"![learning curves of every seed]({link or plot_path})",
     ]
-    plot(per, os.path.join(ROOT, PLOT))
+    plot(per, os.path.join(ROOT, plot_path))
     return "\n".join(lines)
+
+
+def reproduction_report(root: str, seeds: list[int], table: dict) -> str:
+    """Each seed's (SFT start, end, best) beside its row in README.md's table."""
+    lines = ["| seed | this run: SFT start, end, best | README table's row | same |",
+             "|---|---|---|---|"]
+    same = 0
+    for s in seeds:
+        p = seed_summary(os.path.join(root, f"seed{s}"))
+        got = tuple(f"{p[k]:.1f}%" for k in ("start", "end", "best"))
+        want = table.get(s)
+        same += want == got
+        lines.append(f"| {s} | {', '.join(got)} | {', '.join(want) if want else 'none'} | "
+                     f"{'yes' if want == got else 'no' if want else '-'} |")
+    lines += ["", f"{same} of {len(seeds)} seeds reproduce their README row digit for digit."]
+    return "\n".join(lines)
+
+
+def doc_report(root: str, seeds: list[int], argv: str, out: str) -> str:
+    """--out FILE.md: a page of its own (the table, its curves as FILE_curves.png, and the
+    comparison with README.md's table), for a run on another machine."""
+    stem = os.path.splitext(out)[0]
+    plot_path = f"{stem}_curves.png"
+    table = table_rows(open(os.path.join(ROOT, "README.md")).read())
+    return "\n".join([
+        "# The main job on another machine", "",
+        "Written by `scripts/run_main_job.py --out`; the README's table is the same command "
+        "on the machine named there.", "",
+        report(root, seeds, argv, plot_path,
+               os.path.relpath(plot_path, os.path.dirname(out) or ".")),
+        "", "## Against the README's table", "",
+        reproduction_report(root, seeds, table), ""])
 
 
 def table_rows(readme: str) -> dict[int, tuple[str, str, str]]:
@@ -312,6 +348,9 @@ def main():
     ap.add_argument("--parallel", type=int, default=1, help="runs at a time")
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--no-readme", action="store_true", help="print the block only")
+    ap.add_argument("--out", help="write the table, its curves (OUT_curves.png) and the "
+                                  "comparison with README.md's table to this .md file "
+                                  "instead of README.md (a run on another machine)")
     ap.add_argument("--timing", action="store_true",
                     help="idle-machine check: seeds one at a time; writes their wall time "
                          "and whether they reproduce the table into a second README block")
@@ -332,7 +371,16 @@ def main():
                      *([f"--config {args.config}"] if args.config != "configs/tiny_cpu.py"
                        else []),
                      *(["--timing"] if args.timing else []),
+                     *([f"--out {args.out}"] if args.out else []),
                      *(["--", *args.extra] if args.extra else [])])
+    if args.out:
+        if args.timing:
+            raise SystemExit("--out and --timing: pick one")
+        block = doc_report(root, seeds, argv, args.out)
+        with open(os.path.join(ROOT, args.out), "w") as f:
+            f.write(block)
+        print(block)
+        return
     if args.timing:
         table = table_rows(open(os.path.join(ROOT, "README.md")).read())
         block, markers = timing_report(root, seeds, argv, table), (TIMING_START, TIMING_END)

@@ -95,6 +95,30 @@ def test_timing_block_checks_the_table_reproduces(tmp_path, monkeypatch):
         mod.main()
 
 
+def test_out_writes_a_page_of_its_own(tmp_path, monkeypatch):
+    """--out: the table and curves on their own page, each seed against the README row."""
+    mod = _script()
+    monkeypatch.setattr(mod, "ROOT", str(tmp_path))
+    os.makedirs(tmp_path / "docs")
+    _fake_seed(str(tmp_path / "runs" / "seed0"), [(0, 0.2), (40, 0.8)])
+    _fake_seed(str(tmp_path / "runs" / "seed1"), [(0, 0.2), (40, 0.5)])
+    readme = ("a\n<!-- main-job:start -->\n| 0 | 20.0% | 80.0% | 80.0% |\n"
+              "| 1 | 20.0% | 60.0% | 60.0% |\n<!-- main-job:end -->\n")
+    (tmp_path / "README.md").write_text(readme)
+    monkeypatch.setattr(sys, "argv", ["run_main_job.py", "--report-only", "--seeds", "0,1",
+                                      "--workdir", str(tmp_path / "runs"),
+                                      "--out", "docs/m2.md"])
+    mod.main()
+    page = (tmp_path / "docs" / "m2.md").read_text()
+    assert "| 0 | 20.0%, 80.0%, 80.0% | 20.0%, 80.0%, 80.0% | yes |" in page
+    assert "| 1 | 20.0%, 50.0%, 50.0% | 20.0%, 60.0%, 60.0% | no |" in page
+    assert "1 of 2 seeds reproduce" in page and "![learning curves of every seed](m2_curves.png)" \
+        in page and "--out docs/m2.md" in page
+    assert os.path.exists(tmp_path / "docs" / "m2_curves.png")
+    assert (tmp_path / "README.md").read_text() == readme  # untouched
+    assert not os.path.exists(tmp_path / "docs" / "tiny_cpu_learning_curve.png")
+
+
 def test_seed_parsing():
     mod = _script()
     assert mod.parse_seeds("0,1, 2") == [0, 1, 2]
