@@ -18,8 +18,9 @@ it): it exits after `heartbeat_s`, so they see it stop and exit too.
 Work split (`--mode=train`): the world seeds of an iteration's groups are global; process p
 plays the contiguous slice `local_groups(n, P, p)` of them (`local_envs`: its envs), so no two
 processes play one episode and process order equals the single-process env order. Each
-process samples on its own devices (`local_mesh`, `local_params`), with keys per episode id,
-so an episode draws what it would in a one-process run. `gather_rollout` then gives every
+process samples on its own devices (`local_mesh`, `local_params`) with as many rows per
+device as a one-process run (`local_rows`), with keys per episode id, so an episode draws
+what it would in a one-process run, to the last bit of its logprobs. `gather_rollout` then gives every
 process all trajectories in global order: samples, advantages, batches and the metrics row
 are computed identically everywhere, and `Learner.step` keeps each process's rows of the
 global batch (`global_batch`). Evaluation: process p plays its share of each task's episodes

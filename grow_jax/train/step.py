@@ -336,8 +336,10 @@ class Learner:
         """A fresh TrainState on the mesh (optimizer moments sharded like the params,
         counters and RNG replicated), so every leaf lives on the same devices."""
         params = self._params_template if params is None else params
-        if self.fixed_order:  # the whole state on every device (train/fixed_order.py)
-            params = jax.device_put(params, NamedSharding(self.mesh, P()))
+        if self.fixed_order:  # the whole state on every device (train/fixed_order.py); a
+            # jitted copy, not device_put: multi-process, device_put runs a per-leaf
+            # cross-process equality check that can deadlock
+            params = jax.jit(lambda p: p, out_shardings=NamedSharding(self.mesh, P()))(params)
         opt_state = jax.jit(self.tx.init,
                             out_shardings=opt_state_shardings(self.tx, params, self.mesh))(params)
         rep = NamedSharding(self.mesh, P())
