@@ -4,7 +4,7 @@
 
 MODE "learn": 3 updates of the tiny model's learner on a data x fsdp mesh over every
 process's devices, from the same synthetic GROW batch; process 0 writes params + metrics
-to OUT (npz). MODE "die": process 1 exits right after start-up; the others keep running
+to OUT (npz). "learn_fixed": the same with the fixed-order step (mesh.fixed_order_reduce). MODE "die": process 1 exits right after start-up; the others keep running
 collectives until the runtime stops them.
 """
 
@@ -57,12 +57,14 @@ while len(samples) < 16:
     tr = make_trajectory(rng, cfg, 4, frame_hw=(56, 56))
     samples += decision_samples(tr, rng.normal(size=4).astype(np.float32), cfg)
 samples = samples[:16]
-shape = BatchShape.fit(samples, 8)
+fixed = mode == "learn_fixed"  # mesh.fixed_order_reduce: shard-major batches
+shape = BatchShape.fit(samples, 8, shards=4 if fixed else 1)
 batch = stack_micro_batches([collate(samples[i:i + 8], shape, cfg) for i in (0, 8)], 1)
 assert jax.device_count() == 4, jax.device_count()
 mesh = sharding.make_mesh(data=2, fsdp=2)
 model = sharding.shard_model(tiny_model(cfg), mesh)
-learner = Learner(model, make_optimizer(Opt, nnx.state(model, nnx.Param)), LossConfig(), mesh)
+learner = Learner(model, make_optimizer(Opt, nnx.state(model, nnx.Param)), LossConfig(), mesh,
+                  fixed_order=fixed)
 state = learner.init_state(seed=0)
 rows = []
 for _ in range(3):

@@ -28,20 +28,27 @@ def _start(out, n_proc, pid, devices, mode, port):
 
 
 @pytest.mark.slow
-def test_two_processes_match_one(tmp_path):
-    """2 processes x 2 devices give the same params and metrics as 1 process x 4 devices."""
+@pytest.mark.parametrize("mode", ["learn", "learn_fixed"])
+def test_two_processes_match_one(tmp_path, mode):
+    """2 processes x 2 devices give the same params and metrics as 1 process x 4 devices:
+    bit-equal with the fixed-order step; with the default one, up to the cross-process
+    all-reduce's float32 order noise that Adam (lr 1e-2 here) amplifies where a gradient
+    is near zero (largest parameter difference measured: 1.6e-6 on an Intel Xeon, below
+    1e-6 on an AMD EPYC)."""
     port = _port()
-    procs = [_start(tmp_path / "multi.npz", 2, i, 2, "learn", port) for i in range(2)]
-    single = _start(tmp_path / "single.npz", 1, 0, 4, "learn", 0)
+    procs = [_start(tmp_path / "multi.npz", 2, i, 2, mode, port) for i in range(2)]
+    single = _start(tmp_path / "single.npz", 1, 0, 4, mode, 0)
     for p in procs + [single]:
         out, _ = p.communicate(timeout=600)
         assert p.returncode == 0, out[-3000:]
     a, b = np.load(tmp_path / "multi.npz"), np.load(tmp_path / "single.npz")
-    np.testing.assert_allclose(a["rows"], b["rows"], rtol=1e-6, atol=1e-7)
+    tol = dict(rtol=0, atol=0) if mode == "learn_fixed" else dict(rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(a["rows"], b["rows"], **(tol if mode == "learn_fixed" else
+                                                        dict(rtol=1e-6, atol=1e-7)))
     n = len([k for k in b.files if k.startswith("arr_")])
     assert n > 10
     for i in range(n):
-        np.testing.assert_allclose(a[f"arr_{i}"], b[f"arr_{i}"], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(a[f"arr_{i}"], b[f"arr_{i}"], **tol)
     assert list(a["groups"]) == list(range(8)) == list(b["groups"])
     assert float(a["mean"]) == 0.5 and float(b["mean"]) == 0.0
 
