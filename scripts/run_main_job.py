@@ -261,16 +261,18 @@ def reproduction_report(root: str, seeds: list[int], table: dict) -> str:
     return "\n".join(lines)
 
 
-def doc_report(root: str, seeds: list[int], argv: str, out: str) -> str:
+def doc_report(root: str, seeds: list[int], argv: str, out: str,
+               title: str = "The main job on another machine") -> str:
     """--out FILE.md: a page of its own (the table, its curves as FILE_curves.png, and the
     comparison with README.md's table), for a run on another machine."""
     stem = os.path.splitext(out)[0]
     plot_path = f"{stem}_curves.png"
     table = table_rows(open(os.path.join(ROOT, "README.md")).read())
     return "\n".join([
-        "# The main job on another machine", "",
-        "Written by `scripts/run_main_job.py --out`; the README's table is the same command "
-        "on the machine named there.", "",
+        f"# {title}", "",
+        "Written by `scripts/run_main_job.py --out`; the README's table is the default "
+        "command (without the flags after `--` below, but `--config.logging.tensorboard`) on "
+        "the machine named there.", "",
         report(root, seeds, argv, plot_path,
                os.path.relpath(plot_path, os.path.dirname(out) or ".")),
         "", "## Against the README's table", "",
@@ -351,6 +353,8 @@ def main():
     ap.add_argument("--out", help="write the table, its curves (OUT_curves.png) and the "
                                   "comparison with README.md's table to this .md file "
                                   "instead of README.md (a run on another machine)")
+    ap.add_argument("--title", default="The main job on another machine",
+                    help="with --out: the page's heading")
     ap.add_argument("--timing", action="store_true",
                     help="idle-machine check: seeds one at a time; writes their wall time "
                          "and whether they reproduce the table into a second README block")
@@ -376,7 +380,7 @@ def main():
     if args.out:
         if args.timing:
             raise SystemExit("--out and --timing: pick one")
-        block = doc_report(root, seeds, argv, args.out)
+        block = doc_report(root, seeds, argv, args.out, args.title)
         with open(os.path.join(ROOT, args.out), "w") as f:
             f.write(block)
         print(block)
