@@ -19,6 +19,10 @@ Choices (measured with scripts/run_main_job.py; README has the figures):
   full-size Adam steps, and one of them sent the policy to a bad deterministic one that no
   group could correct. (Over the full vocabulary, before the grammar, a bonus spread mass
   onto non-action tokens instead.)
+- An entropy floor (`algo.entropy_floor=0.3` nats, weight 0.05): a hinge on decisions whose
+  entropy fell below it. Without it, on a second machine (Intel Xeon) one seed of five went
+  near-deterministic, a single large update then moved it to a worse policy and it stalled
+  there (docs/main_job_xeon.md); with it every seed met the bars on that machine (README).
 - A deliberately short SFT (few demonstrations, few steps) so the start still explores: a
   same-seed group then holds successes and failures, which is GROW's learning signal.
 - Stability over seeds (docs/stability.md): an action grammar (one action word, then
@@ -65,6 +69,8 @@ def get_config():
     g.clip_low = 0.2
     g.clip_high = 0.2
     g.entropy_coef = 0.01  # over the grammar's 7 words: keeps same-seed groups mixed
+    g.entropy_floor = 0.3  # nats: a decision sharper than this is pushed back (hinge) ...
+    g.entropy_floor_coef = 0.05  # ... with this weight (0.2 collapsed the failing seed too)
     g.drop_zero_advantage = True
     g.action_tokens_only = True  # grammar: word, then stop (else failures break the format)
     g.grow_uniform_groups = "skip"  # all-success groups: no full-size push on discount noise

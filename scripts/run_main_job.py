@@ -270,9 +270,8 @@ def doc_report(root: str, seeds: list[int], argv: str, out: str,
     table = table_rows(open(os.path.join(ROOT, "README.md")).read())
     return "\n".join([
         f"# {title}", "",
-        "Written by `scripts/run_main_job.py --out`; the README's table is the default "
-        "command (without the flags after `--` below, but `--config.logging.tensorboard`) on "
-        "the machine named there.", "",
+        "Written by `scripts/run_main_job.py --out`; its last section sets each seed beside "
+        "its row in README.md's table.", "",
         report(root, seeds, argv, plot_path,
                os.path.relpath(plot_path, os.path.dirname(out) or ".")),
         "", "## Against the README's table", "",
