@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from _common import MODEL_100M, write_section  # benchmarks/_common.py (the script dir is on sys.path)
+from _common import MODEL_100M, cpu_info, write_section  # benchmarks/_common.py (the script dir is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "sampler.json"
@@ -246,6 +245,12 @@ def write_doc(text: str) -> None:
     write_section(SECTION, text)
 
 
+def _machine() -> str:
+    """CPU model, matmul ISA flags and core count: a ratio is never read off another CPU."""
+    cpu = cpu_info()
+    return f"{cpu['model']} ({', '.join(cpu['flags']) or 'no AVX2+'}), {os.cpu_count()} CPUs"
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", default="tiny,100m")
@@ -272,7 +277,7 @@ def main(argv=None):
             "jax": jax.__version__,
             "torch": torch.__version__,
             "transformers": transformers.__version__,
-            "machine": f"{platform.machine()} {os.cpu_count()} CPUs",
+            "machine": _machine(),
             "load_avg_start": round(os.getloadavg()[0], 2),
         },
         "sizes": {},
