@@ -40,8 +40,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.mesh.fsdp = 1  # parameter-sharding (ZeRO-3 style) axis size
     c.mesh.tensor = 1  # tensor-parallel axis size (heads / mlp / vocab)
     # sum gradients over the devices in a fixed order, so any process layout of the same
-    # mesh trains bit-identically (full params + one gradient per device on each: small
-    # models and exactness checks; needs mesh.tensor=1, no rl.pack; docs/scale_out.md)
+    # mesh trains bit-identically (the state replicated, one gradient copy per device on
+    # each: small models and exactness checks; needs mesh.tensor=1, no rl.pack; BUILD.md)
     c.mesh.fixed_order_reduce = False
 
     c.env = e = ml_collections.ConfigDict()

@@ -14,8 +14,8 @@ every device, in every process layout (and every data x fsdp split) of the same 
 count, computes bit-identical parameters. The cost: the state is replicated (full
 parameters, gradients and optimizer state on each device: no FSDP saving) and each device
 holds S gradient copies during the sum, so this is for exactness checks and small models,
-not a 7B run. Each device's rows must be a batch of
-their own: collate with `BatchShape(shards=S)`.
+not a 7B run. Each device's rows must be a batch of their own: collate with
+`BatchShape(shards=S)`.
 """
 
 from __future__ import annotations
