@@ -4,7 +4,11 @@ Same random weights on both sides (torch model -> grow_jax params table), the sa
 of image prompts (left-padded, different lengths), greedy, exactly `--new_tokens` new
 tokens (no stop token). For each side it times end-to-end calls (prefill + decode) and
 prefill-only calls (1 new token); decode tokens/s = B * (N - 1) / (t_N - t_1).
-JAX compile time is measured once and reported separately.
+JAX compile time is measured once and reported separately. Each dtype in `--dtypes` runs
+both libraries in it (float32; bfloat16: grow_jax's `Sampler(dtype="bfloat16")` and the
+torch model cast to bf16, which PyTorch runs through AMX where the CPU has it), so every
+ratio compares equal dtypes; grow_jax bf16 is also compared with its own float32
+(greedy tokens, and the log-probabilities of the tokens both chose).
 
     python benchmarks/sampler.py                 # tiny + ~100M, writes results + docs
     python benchmarks/sampler.py --sizes=tiny --repeats=3
@@ -82,7 +86,7 @@ def make_batch(config, batch: int, image_hw: int, seed: int = 0):
 
 
 class JaxSide:
-    def __init__(self, model, batch_images, new_tokens: int):
+    def __init__(self, model, batch_images, new_tokens: int, dtype: str):
         import jax
         from flax import nnx
 
@@ -92,22 +96,28 @@ class JaxSide:
         self.params = jax.device_put(nnx.state(model, nnx.Param))  # numpy leaves -> device once
         self.prompts, self.images = batch_images
         self.samplers = {
-            n: Sampler(model, SamplingParams(max_new_tokens=n, temperature=0.0))
+            n: Sampler(model, SamplingParams(max_new_tokens=n, temperature=0.0), dtype=dtype)
             for n in (1, new_tokens)
         }
+        self.logprobs = None  # of the last N-token run
 
     def run(self, n: int):
-        toks, _ = self.samplers[n].sample(
+        toks, logps = self.samplers[n].sample(
             self.params, self.prompts, self.images, rng=self.jax.random.key(0)
         )
+        if n > 1:
+            self.logprobs = np.stack(logps)
         return np.stack(toks)
 
 
 class TorchSide:
-    def __init__(self, tmodel, config, batch_images):
+    def __init__(self, tmodel, config, batch_images, dtype: str):
+        import copy
+
         import torch
 
-        self.torch, self.tmodel = torch, tmodel
+        dt = getattr(torch, dtype)
+        self.torch, self.tmodel = torch, copy.deepcopy(tmodel).to(dt)
         prompts, images = batch_images
         t = max(len(p) for p in prompts)
         ids = np.zeros((len(prompts), t), np.int64)
@@ -118,12 +128,12 @@ class TorchSide:
         self.inputs = {
             "input_ids": torch.tensor(ids),
             "attention_mask": torch.tensor(mask),
-            "pixel_values": torch.tensor(np.concatenate([im[0] for im in images])),
+            "pixel_values": torch.tensor(np.concatenate([im[0] for im in images])).to(dt),
             "image_grid_thw": torch.tensor(np.concatenate([im[1] for im in images])),
             "mm_token_type_ids": torch.tensor((ids == config.image_token_id).astype(np.int64)),
         }
-        tmodel.generation_config.eos_token_id = None
-        tmodel.generation_config.pad_token_id = 0
+        self.tmodel.generation_config.eos_token_id = None
+        self.tmodel.generation_config.pad_token_id = 0
 
     def run(self, n: int):
         with self.torch.no_grad():
@@ -139,44 +149,67 @@ def _timed(fn, *a):
     return time.perf_counter() - t0, out
 
 
+SHORT = {"float32": "f32", "bfloat16": "bf16"}
+
+
 def bench_size(size: str, args) -> dict:
     config, tmodel, model = build(size)
     n_params = sum(p.numel() for p in tmodel.parameters())
     data = make_batch(config, args.batch, args.image_hw)
-    jx, th = JaxSide(model, data, args.new_tokens), TorchSide(tmodel, config, data)
     n = args.new_tokens
-    compile_s = {}
-    for k in (1, n):  # first call per shape = compile + one run
-        compile_s[k], _ = _timed(jx.run, k)
-    th.run(1), th.run(n)  # torch warm-up
-    times = {("jax", k): [] for k in (1, n)} | {("torch", k): [] for k in (1, n)}
-    jt = tt = None
-    for _ in range(args.repeats):  # interleaved, so machine load hits both sides alike
+    sides = {}
+    for dt in args.dtypes.split(","):
+        sides[f"jax_{SHORT[dt]}"] = JaxSide(model, data, n, dt)
+        sides[f"torch_{SHORT[dt]}"] = TorchSide(tmodel, config, data, dt)
+    compile_s = {name: {} for name in sides if name.startswith("jax")}
+    for name in compile_s:
+        for k in (1, n):  # first call per shape = compile + one run
+            compile_s[name][k], _ = _timed(sides[name].run, k)
+    for name, side in sides.items():
+        if name.startswith("torch"):
+            side.run(1), side.run(n)  # warm-up
+    times = {(name, k): [] for name in sides for k in (1, n)}
+    tokens = {}
+    for _ in range(args.repeats):  # interleaved, so machine load hits every side alike
         for k in (1, n):
-            dt, out = _timed(jx.run, k)
-            times["jax", k].append(dt)
-            jt = out if k == n else jt
-            dt, out = _timed(th.run, k)
-            times["torch", k].append(dt)
-            tt = out if k == n else tt
+            for name, side in sides.items():
+                dt, out = _timed(side.run, k)
+                times[name, k].append(dt)
+                if k == n:
+                    tokens[name] = out
     res = {
         "params_M": round(n_params / 1e6, 2),
         "prompt_tokens": [int(min(map(len, data[0]))), int(max(map(len, data[0])))],
-        "greedy_tokens_equal_frac": float((jt == tt).mean()),
     }
     b = args.batch
-    for side in ("jax", "torch"):
-        t1, tn = statistics.median(times[side, 1]), statistics.median(times[side, n])
-        res[side] = {
+    for name in sides:
+        t1, tn = statistics.median(times[name, 1]), statistics.median(times[name, n])
+        res[name] = {
             "prefill_s": round(t1, 4),
             "total_s": round(tn, 4),
             "e2e_tokens_per_s": round(b * n / tn, 1),
             "decode_tokens_per_s": round(b * (n - 1) / max(tn - t1, 1e-9), 1),
-            "runs_total_s": [round(x, 4) for x in times[side, n]],
+            "runs_total_s": [round(x, 4) for x in times[name, n]],
         }
-    res["jax"]["compile_plus_first_run_s"] = {str(k): round(v, 2) for k, v in compile_s.items()}
-    for key in ("e2e_tokens_per_s", "decode_tokens_per_s"):
-        res["ratio_" + key] = round(res["jax"][key] / res["torch"][key], 2)
+        if name in compile_s:
+            res[name]["compile_plus_first_run_s"] = {
+                str(k): round(v, 2) for k, v in compile_s[name].items()}
+    res["pairs"] = {}
+    pairs = [(f"jax_{d}", f"torch_{d}") for d in map(SHORT.get, args.dtypes.split(","))]
+    if "jax_bf16" in sides:
+        pairs += [("jax_bf16", "torch_f32"), ("jax_bf16", "jax_f32")]
+    for a, c in pairs:
+        if a in sides and c in sides:
+            res["pairs"][f"{a}/{c}"] = {
+                key: round(res[a][key] / res[c][key], 2)
+                for key in ("e2e_tokens_per_s", "decode_tokens_per_s")
+            } | {"greedy_tokens_equal_frac": float((tokens[a] == tokens[c]).mean())}
+    if "jax_bf16" in sides and "jax_f32" in sides:
+        rows = (tokens["jax_bf16"] == tokens["jax_f32"]).all(axis=1)
+        if rows.any():  # logprobs of the same tokens (rows whose greedy tokens all agree)
+            err = np.abs(sides["jax_bf16"].logprobs - sides["jax_f32"].logprobs)[rows]
+            res["bf16_logprob_err"] = {"rows": int(rows.sum()), "mean": float(err.mean()),
+                                       "max": float(err.max())}
     return res
 
 
@@ -204,36 +237,46 @@ def render(results: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for size, r in results["sizes"].items():
-        for side in ("jax", "torch"):
+        for side in (k for k in r if k.startswith(("jax_", "torch_"))):
             x = r[side]
-            comp = (
-                " / ".join(f"{v}" for v in x["compile_plus_first_run_s"].values())
-                if side == "jax"
-                else "-"
-            )
+            comp = " / ".join(f"{v}" for v in x.get("compile_plus_first_run_s", {}).values())
             lines.append(
                 f"| {size} | {r['params_M']}M | {side} | {x['prefill_s']} | "
                 f"{x['total_s']} | {x['e2e_tokens_per_s']} | "
-                f"{x['decode_tokens_per_s']} | {comp} |"
+                f"{x['decode_tokens_per_s']} | {comp or '-'} |"
             )
     lines += [
         "",
-        "| model | e2e speed-up (jax / torch) | decode speed-up | greedy tokens equal |",
-        "|---|---|---|---|",
+        "| model | pair | e2e speed-up | decode speed-up | greedy tokens equal |",
+        "|---|---|---|---|---|",
     ]
     for size, r in results["sizes"].items():
-        lines.append(
-            f"| {size} | {r['ratio_e2e_tokens_per_s']}x | "
-            f"{r['ratio_decode_tokens_per_s']}x | {r['greedy_tokens_equal_frac']:.3f} |"
-        )
+        for pair, x in r["pairs"].items():
+            lines.append(
+                f"| {size} | {pair} | {x['e2e_tokens_per_s']}x | "
+                f"{x['decode_tokens_per_s']}x | {x['greedy_tokens_equal_frac']:.3f} |"
+            )
+    errs = [(size, r["bf16_logprob_err"]) for size, r in results["sizes"].items()
+            if "bf16_logprob_err" in r]
+    if errs:
+        lines += ["", "grow_jax bf16 decode vs its float32, log-probabilities of the same "
+                  "greedy tokens: " + "; ".join(
+                      f"{size}: mean {e['mean']:.2g}, max {e['max']:.2g} nats over "
+                      f"{e['rows']} rows" for size, e in errs)
+                  + ". RL with `agent.decode_dtype=bfloat16` therefore re-scores them in the "
+                  "learner (`algo.recompute_old_logprobs=True`, which the config check "
+                  "requires); its `old_logprob_err_mean/max` metrics report the live "
+                  "difference."]
     lines += [
         "",
         (
-            "Compile s: first call incl. compilation, for the 1-token and the N-token "
-            "shapes. Greedy tokens can differ where random weights give near-tied logits "
-            "(float32 op-order differences). PyTorch's 2 OpenMP threads slow down far more "
-            "than XLA when other processes share the cores, so ratios measured under load "
-            "overstate the idle-machine speed-up."
+            "Sides: `jax_f32`/`torch_f32` float32, `jax_bf16` grow_jax "
+            "`Sampler(dtype=\"bfloat16\")` (bf16 weights, activations and KV cache), "
+            "`torch_bf16` the transformers model cast to bf16. Compile s: first call incl. "
+            "compilation, for the 1-token and the N-token shapes. Greedy tokens can differ "
+            "where random weights give near-tied logits (op-order and rounding differences). "
+            "PyTorch's 2 OpenMP threads slow down far more than XLA when other processes share "
+            "the cores, so ratios measured under load overstate the idle-machine speed-up."
         ),
         "",
     ]
@@ -259,6 +302,8 @@ def main(argv=None):
     p.add_argument("--image_hw", type=int, default=112)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--dtypes", default="float32,bfloat16",
+                   help="each runs both libraries in that dtype")
     p.add_argument("--no_write", action="store_true", help="print only")
     args = p.parse_args(argv)
 
@@ -278,6 +323,7 @@ def main(argv=None):
             "torch": torch.__version__,
             "transformers": transformers.__version__,
             "machine": _machine(),
+            "dtypes": args.dtypes,
             "load_avg_start": round(os.getloadavg()[0], 2),
         },
         "sizes": {},

@@ -74,6 +74,8 @@ def get_config() -> ml_collections.ConfigDict:
     a.temperature = 1.0  # rollout sampling temperature
     a.top_k = 0  # top-k filter at sampling time; 0 disables
     a.top_p = 1.0  # nucleus filter at sampling time; 1.0 disables
+    a.decode_dtype = placeholder(str)  # sampler weights/activations/KV cache: float32 | bfloat16;
+    # None: model.dtype. One that differs from the learner's needs algo.recompute_old_logprobs
 
     c.algo = g = ml_collections.ConfigDict()
     g.name = "grow"  # advantage estimator: grow | grpo_traj | tgrpo | gigpo | ppo | ppo_cot
@@ -90,6 +92,8 @@ def get_config() -> ml_collections.ConfigDict:
     g.aggregation = "token_mean"  # loss aggregation: token_mean | sample_mean
     g.format_penalty = 0.1  # reward subtracted when action text does not parse (mapped to no-op)
     g.drop_zero_advantage = True  # skip samples whose advantage is exactly 0
+    g.recompute_old_logprobs = False  # re-score behaviour logprobs in the learner before the
+    # epochs (one forward per minibatch): needed when agent.decode_dtype differs from model's
     g.tgrpo_alpha_step = 1.0  # tgrpo: weight of the step-level advantage
     g.tgrpo_alpha_traj = 1.0  # tgrpo: weight of the trajectory-level advantage
     g.gigpo_step_weight = 1.0  # gigpo: weight of the anchor-state step advantage

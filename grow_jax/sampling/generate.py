@@ -9,6 +9,11 @@ Log-probabilities are those of the distribution tokens are drawn from: log_softm
 `losses.policy_logits` (temperature, then top-k/top-p), or log_softmax(logits) when
 greedy. The train step recomputes them with the same function (`LossConfig` carries the
 sampling settings), so the first update's importance ratio is exactly 1.
+
+`Sampler(..., dtype="bfloat16")` decodes with bf16 weights, activations and KV cache while
+the learner keeps f32 master weights: decode reads half the bytes. Its log-probabilities
+then differ from the learner's (docs/performance.md states by how much), so RL with it
+re-scores them in the learner (`algo.recompute_old_logprobs`).
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from flax import nnx
 from grow_jax.algo import losses
 from grow_jax.data.samples import ImageSlots, pack_images, round_up
 from grow_jax.models.qwen2_vl import inputs as qinputs
-from grow_jax.models.qwen2_vl.modeling import init_cache
+from grow_jax.models.qwen2_vl.layers import dtype_of
+from grow_jax.models.qwen2_vl.modeling import Qwen2VL, init_cache
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +75,9 @@ def _generate(params, rest, rng, batch, *, graphdef, config, sp: SamplingParams)
     """Prefill + decode. batch: input_ids/attention_mask [B,Tp], position_ids [3,B,Tp],
     pixel_values [P,D], vision_pos_ids [P,2], vision_segment_ids [P], row_valid [B],
     row_ids [B]. Token i of a row is drawn with fold_in(fold_in(rng, row_id), i): a row's
-    tokens depend on its id, not on its place in the batch or on the other rows."""
+    tokens depend on its id, not on its place in the batch or on the other rows. Float
+    weights are cast to `config.param_dtype` (the decode dtype; a no-op when equal)."""
+    params, rest = _cast(params, config.param_dtype), _cast(rest, config.param_dtype)
     model = nnx.merge(graphdef, params, rest)
     ids, pmask = batch["input_ids"], batch["attention_mask"]
     b, tp = ids.shape
@@ -97,7 +105,7 @@ def _generate(params, rest, rng, batch, *, graphdef, config, sp: SamplingParams)
     row_keys = jax.vmap(jax.random.fold_in, (None, 0))(rng, batch["row_ids"])
     step_keys = jax.vmap(jax.random.fold_in, (0, None))
     # left-padded: the last column is each prompt's last token
-    tok, lp = _choose(logits[:, -1], ids[:, -1], step_keys(row_keys, 0), sp)
+    tok, lp = _choose(logits[:, -1].astype(jnp.float32), ids[:, -1], step_keys(row_keys, 0), sp)
     tokens = jnp.zeros((b, sp.max_new_tokens), jnp.int32).at[:, 0].set(tok)
     logps = jnp.zeros((b, sp.max_new_tokens), jnp.float32).at[:, 0].set(lp)
     done = jnp.isin(tok, stops) | ~batch["row_valid"]  # padding rows never hold the loop
@@ -115,7 +123,8 @@ def _generate(params, rest, rng, batch, *, graphdef, config, sp: SamplingParams)
         logits, cache = model.forward(
             prev, pos, mask, cache=cache, cache_pos=(tp + i - 1).astype(jnp.int32)
         )
-        tok, lp = _choose(logits[:, -1], prev[:, 0], step_keys(row_keys, i), sp)
+        tok, lp = _choose(logits[:, -1].astype(jnp.float32), prev[:, 0], step_keys(row_keys, i),
+                          sp)
         tok = jnp.where(done, 0, tok)
         lp = jnp.where(done, 0.0, lp)
         tokens = tokens.at[:, i].set(tok)
@@ -127,6 +136,24 @@ def _generate(params, rest, rng, batch, *, graphdef, config, sp: SamplingParams)
     init = (jnp.int32(1), cache, mask, tokens, logps, lengths, done)
     _, _, _, tokens, logps, lengths, _ = jax.lax.while_loop(cond, body, init)
     return tokens, logps, lengths
+
+
+def _cast(tree, dtype: str):
+    """Floating leaves of `tree` in `dtype` (others untouched)."""
+    dt = dtype_of(dtype)
+    return jax.tree.map(
+        lambda x: x.astype(dt) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
+def decode_graph(model, dtype: str | None):
+    """(graphdef, config) that compute in `dtype` (None: the model's own compute dtype);
+    the graph takes the model's params, cast inside the jitted decode."""
+    config = model.config
+    if dtype is None or (dtype == config.dtype and dtype == config.param_dtype):
+        return nnx.split(model, nnx.Param, ...)[0], config
+    config = dataclasses.replace(config, dtype=dtype, param_dtype=dtype)
+    return nnx.split(nnx.eval_shape(lambda: Qwen2VL(config, rngs=nnx.Rngs(0))),
+                     nnx.Param, ...)[0], config
 
 
 @functools.lru_cache(maxsize=64)
@@ -152,10 +179,12 @@ class Sampler:
         batch_bucket: int = BATCH_BUCKET,
         patch_bucket: int = 256,
         pad_id: int = 0,
+        dtype: str | None = None,
     ):
-        self.graphdef, _, rest = nnx.split(model, nnx.Param, ...)
+        """`dtype`: decode dtype ("float32" | "bfloat16"; None: the model's compute dtype)."""
+        _, _, rest = nnx.split(model, nnx.Param, ...)
         self.rest = jax.device_put(rest)
-        self.config = model.config
+        self.graphdef, self.config = decode_graph(model, dtype)
         self.sp, self.mesh, self.pad_id = sp, mesh, pad_id
         self.prompt_bucket, self.batch_bucket, self.patch_bucket = (
             prompt_bucket,

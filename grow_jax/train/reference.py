@@ -32,6 +32,41 @@ from grow_jax.train.step import Learner, action_logits, batch_shardings, constra
 REFERENCE_DIR = "reference"
 
 
+class LogprobPass:
+    """Jitted log-probabilities of every sample's action tokens under given params, one
+    minibatch-sized chunk at a time. Scores the frozen reference, and with
+    `algo.recompute_old_logprobs` the behaviour policy in the learner's dtype and layout."""
+
+    def __init__(self, learner: Learner):
+        self.learner = learner
+        self._fn = jax.jit(functools.partial(_ref_logprobs, graphdef=learner.graphdef,
+                                             cfg=learner.cfg))
+
+    def __call__(self, params, samples: list[Sample], minibatch: int, model_config,
+                 pad_id: int = 0) -> list[np.ndarray]:
+        """One float32 [K] array per sample (in order)."""
+        shape = BatchShape.fit(samples, minibatch)
+        out = []
+        for i in range(0, len(samples), minibatch):
+            chunk = samples[i:i + minibatch]
+            batch = stack_micro_batches([collate(chunk, shape, model_config, pad_id)], 1)
+            batch = distributed.put_batch(batch, batch_shardings(self.learner.mesh, batch))
+            rows = distributed.host_value(self._fn(params, self.learner.rest, batch))
+            out += [row[:len(s.target_pos)].astype(np.float32) for s, row in zip(chunk, rows)]
+        return out
+
+
+def recompute_old_logprobs(score: LogprobPass, params, samples: list[Sample], minibatch: int,
+                           model_config, pad_id: int = 0) -> dict:
+    """Replaces each sample's behaviour logprobs (the sampler's) by the learner's own for
+    the same params; returns how far apart they were (mean and max |difference| per token)."""
+    new = score(params, samples, minibatch, model_config, pad_id)
+    diff = np.concatenate([np.abs(n - s.old_logprobs) for s, n in zip(samples, new)])
+    for s, n in zip(samples, new):
+        s.old_logprobs = n
+    return dict(old_logprob_err_mean=float(diff.mean()), old_logprob_err_max=float(diff.max()))
+
+
 def _ref_logprobs(params, rest, batch, *, graphdef, cfg):
     """[B, K] logprobs of the targets of a [1, 1, B, ...] batch under `params`, with the
     rollout policy's settings (temperature, filter, suppressed tokens, grammar)."""
@@ -51,8 +86,7 @@ class Reference:
     def __init__(self, learner: Learner, params):
         self.learner = learner
         self.params = jax.tree.map(jnp.copy, params)  # own buffers: the policy's get donated
-        self._fn = jax.jit(functools.partial(_ref_logprobs, graphdef=learner.graphdef,
-                                             cfg=learner.cfg))
+        self._score = LogprobPass(learner)
 
     @classmethod
     def directory(cls, workdir: str) -> str:
@@ -83,11 +117,6 @@ class Reference:
     def annotate(self, samples: list[Sample], minibatch: int, model_config,
                  pad_id: int = 0) -> None:
         """Sets `ref_logprobs` [K] on every sample, `minibatch` samples per forward."""
-        shape = BatchShape.fit(samples, minibatch)
-        for i in range(0, len(samples), minibatch):
-            chunk = samples[i:i + minibatch]
-            batch = stack_micro_batches([collate(chunk, shape, model_config, pad_id)], 1)
-            batch = distributed.put_batch(batch, batch_shardings(self.learner.mesh, batch))
-            out = distributed.host_value(self._fn(self.params, self.learner.rest, batch))
-            for s, row in zip(chunk, out):
-                s.ref_logprobs = row[:len(s.target_pos)].astype(np.float32)
+        for s, lp in zip(samples, self._score(self.params, samples, minibatch, model_config,
+                                               pad_id)):
+            s.ref_logprobs = lp

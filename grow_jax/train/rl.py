@@ -95,6 +95,15 @@ def validate(config) -> None:
          and config.rl.group_size % config.rl.seeds_per_group == 0,
          f"rl.seeds_per_group must be >= 1 and divide rl.group_size={config.rl.group_size}, "
          f"got {config.rl.seeds_per_group}"),
+        (a.decode_dtype in (None, "float32", "bfloat16"),
+         f"agent.decode_dtype must be float32, bfloat16 or None (model.dtype), got "
+         f"{a.decode_dtype!r}"),
+        (a.decode_dtype is None or g.recompute_old_logprobs
+         or a.decode_dtype == config.model.dtype == config.model.param_dtype,
+         f"agent.decode_dtype={a.decode_dtype!r} samples with other weights than the learner's "
+         f"(model.dtype={config.model.dtype!r}, param_dtype={config.model.param_dtype!r}), so "
+         "the sampler's logprobs are not the learner's: set algo.recompute_old_logprobs=True "
+         "(the learner re-scores them before the epochs)"),
         (a.top_k >= 0, f"agent.top_k must be >= 0, got {a.top_k}"),
         (0 < a.top_p <= 1, f"agent.top_p must be in (0, 1], got {a.top_p}"),
     ]

@@ -34,7 +34,7 @@ from grow_jax.train.checkpoint import Checkpointer
 from grow_jax.train.faults import SkipGuard
 from grow_jax.train.metrics import MetricsWriter, plot_learning_curve, set_aside_metrics
 from grow_jax.train.optim import make_optimizer, rl_total_updates
-from grow_jax.train.reference import Reference
+from grow_jax.train.reference import LogprobPass, Reference, recompute_old_logprobs
 from grow_jax.train.rl import VALUE_ESTIMATORS, build_samples, validate
 from grow_jax.train.step import Learner, LossConfig, TrainState
 from grow_jax.train.value_head import ValuePass
@@ -112,7 +112,7 @@ class Run:
                             suppress_token_ids=self.suppressed, grammar=self.grammar)
         return Sampler(self.model, sp, mesh=distributed.local_mesh(self.mesh),  # own devices
                        batch_bucket=distributed.local_rows(BATCH_BUCKET, self.mesh),
-                       pad_id=self.pad_id)
+                       pad_id=self.pad_id, dtype=a.decode_dtype)
 
     @functools.cached_property
     def eval_sampler(self) -> Sampler:
@@ -385,6 +385,7 @@ def _train(run: Run):
     learner = run.learner("policy", rl_config_view(c))
     state = learner.init_state(seed=c.seed)
     value_pass = ValuePass(learner)
+    rescore = LogprobPass(learner) if c.algo.recompute_old_logprobs else None
     sampler = run.sampler()
     latest = run.ckpt.latest_step()
     extra = run.ckpt.read_extra() if latest is not None else None  # falls back if damaged
@@ -460,6 +461,9 @@ def _train(run: Run):
         if not c.algo.train_stop_token:
             samples = drop_stop_targets(samples, run.agent.stop_ids)
         t1 = time.perf_counter()
+        if rescore is not None and samples:  # behaviour logprobs in the learner's dtype
+            sstats.update(recompute_old_logprobs(rescore, state.params, samples,
+                                                 r.minibatch_size, run.mcfg, run.pad_id))
         if reference is not None and samples:
             reference.annotate(samples, r.minibatch_size, run.mcfg, run.pad_id)
         updates = diagnostics.UpdateLog(r.target_kl)
