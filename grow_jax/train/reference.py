@@ -24,10 +24,9 @@ from flax import nnx
 
 from grow_jax import distributed
 from grow_jax.algo import losses
-from grow_jax.data.pipeline import stack_micro_batches
-from grow_jax.data.samples import BatchShape, Sample, collate
+from grow_jax.data.samples import Sample
 from grow_jax.train.checkpoint import Checkpointer
-from grow_jax.train.step import Learner, action_logits, batch_shardings, constrained_logits
+from grow_jax.train.step import Learner, action_logits, chunk_batches, constrained_logits
 
 REFERENCE_DIR = "reference"
 
@@ -45,12 +44,9 @@ class LogprobPass:
     def __call__(self, params, samples: list[Sample], minibatch: int, model_config,
                  pad_id: int = 0) -> list[np.ndarray]:
         """One float32 [K] array per sample (in order)."""
-        shape = BatchShape.fit(samples, minibatch)
         out = []
-        for i in range(0, len(samples), minibatch):
-            chunk = samples[i:i + minibatch]
-            batch = stack_micro_batches([collate(chunk, shape, model_config, pad_id)], 1)
-            batch = distributed.put_batch(batch, batch_shardings(self.learner.mesh, batch))
+        for chunk, batch in chunk_batches(self.learner.mesh, samples, minibatch, model_config,
+                                          pad_id):
             rows = distributed.host_value(self._fn(params, self.learner.rest, batch))
             out += [row[:len(s.target_pos)].astype(np.float32) for s, row in zip(chunk, rows)]
         return out

@@ -371,3 +371,16 @@ class Learner:
     def model(self, state: TrainState):
         """The NNX model with the state's current params (for sampling and eval)."""
         return nnx.merge(self.graphdef, state.params, self.rest)
+
+
+def chunk_batches(mesh, samples, minibatch: int, model_config, pad_id: int = 0):
+    """(chunk, [1, 1, B, ...] device batch) per `minibatch` samples, one shape for all: the
+    layout of the scoring passes (value head, reference and behaviour logprobs)."""
+    from grow_jax.data.pipeline import stack_micro_batches
+    from grow_jax.data.samples import BatchShape, collate
+
+    shape = BatchShape.fit(samples, minibatch)
+    for i in range(0, len(samples), minibatch):
+        chunk = samples[i:i + minibatch]
+        batch = stack_micro_batches([collate(chunk, shape, model_config, pad_id)], 1)
+        yield chunk, distributed.put_batch(batch, batch_shardings(mesh, batch))

@@ -22,8 +22,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from grow_jax import distributed
-from grow_jax.data.pipeline import stack_micro_batches
-from grow_jax.data.samples import BatchShape, Sample, collate
+from grow_jax.data.samples import Sample
 
 
 def init(hidden_size: int, mesh) -> dict:
@@ -57,14 +56,11 @@ class ValuePass:
     def __call__(self, state, samples: list[Sample], minibatch: int, model_config,
                  pad_id: int = 0) -> np.ndarray:
         """[N] values of `samples` (in order)."""
-        from grow_jax.train.step import batch_shardings  # step imports this module
+        from grow_jax.train.step import chunk_batches  # step imports this module
 
-        shape = BatchShape.fit(samples, minibatch)
         out = []
-        for i in range(0, len(samples), minibatch):
-            chunk = samples[i:i + minibatch]
-            batch = stack_micro_batches([collate(chunk, shape, model_config, pad_id)], 1)
-            batch = distributed.put_batch(batch, batch_shardings(self.learner.mesh, batch))
+        for chunk, batch in chunk_batches(self.learner.mesh, samples, minibatch, model_config,
+                                          pad_id):
             v = self._fn(state.params, state.value, self.learner.rest, batch)
             out.append(distributed.host_value(v)[:len(chunk)])
         return np.concatenate(out).astype(np.float64)
