@@ -30,6 +30,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -375,6 +376,8 @@ def main():
                        else []),
                      *(["--timing"] if args.timing else []),
                      *([f"--out {args.out}"] if args.out else []),
+                     *([f"--title {shlex.quote(args.title)}"] if args.out and args.title
+                       != ap.get_default("title") else []),
                      *(["--", *args.extra] if args.extra else [])])
     if args.out:
         if args.timing:

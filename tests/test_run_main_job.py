@@ -107,9 +107,11 @@ def test_out_writes_a_page_of_its_own(tmp_path, monkeypatch):
     (tmp_path / "README.md").write_text(readme)
     monkeypatch.setattr(sys, "argv", ["run_main_job.py", "--report-only", "--seeds", "0,1",
                                       "--workdir", str(tmp_path / "runs"),
-                                      "--out", "docs/m2.md"])
+                                      "--out", "docs/m2.md", "--title", "Rerun on host B"])
     mod.main()
     page = (tmp_path / "docs" / "m2.md").read_text()
+    # The heading, and the command printed on the page regenerates it.
+    assert page.startswith("# Rerun on host B\n") and "--title 'Rerun on host B'" in page
     assert "| 0 | 20.0%, 80.0%, 80.0% | 20.0%, 80.0%, 80.0% | yes |" in page
     assert "| 1 | 20.0%, 50.0%, 50.0% | 20.0%, 60.0%, 60.0% | no |" in page
     assert "1 of 2 seeds reproduce" in page and "![learning curves of every seed](m2_curves.png)" \
