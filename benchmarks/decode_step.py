@@ -1,7 +1,9 @@
 """Where one decode step of the ~100M model goes (batch 16, one new token, 96-slot cache).
 
-Times the jitted step and its parts (decoder layers, output layer), and a plain read of
-as many bytes as the step's weights, in wall and process CPU time with the 1-min load
+Times the jitted step and its parts (decoder layers, output layer), a plain read of as many
+bytes as the step's weights, and the step with other weight dtypes (bf16 weights and
+compute, as `Sampler(dtype="bfloat16")`; int8 weight-only with a per-output-column scale,
+dequantized to f32 inside the step), in wall and process CPU time with the 1-min load
 average beside each line: on a shared machine the CPU time is the steadier figure.
 Prints only (profiling aid for benchmarks/sampler.py; writes no docs).
 
@@ -20,6 +22,7 @@ from flax import nnx
 
 from grow_jax.models.qwen2_vl.config import Qwen2VLConfig
 from grow_jax.models.qwen2_vl.modeling import Qwen2VL, init_cache
+from grow_jax.sampling.generate import _cast, decode_graph
 
 B, L, POS = 16, 96, 70
 
@@ -38,6 +41,21 @@ def timed(name: str, fn, *args, n: int = 10, rounds: int = 3) -> None:
         cpus.append((time.process_time() - c) / n)
     print(f"{name:32s} wall {1e3 * min(walls):8.2f} ms  cpu {1e3 * min(cpus):8.2f} ms  "
           f"load {os.getloadavg()[0]:.2f}", flush=True)
+
+
+def quantize_int8(params):
+    """Matrices (ndim >= 2) as (int8 values, f32 scale per output column); others as-is."""
+    def q(x):
+        if x.ndim < 2 or not jnp.issubdtype(x.dtype, jnp.floating):
+            return x
+        scale = jnp.maximum(jnp.abs(x).max(axis=tuple(range(x.ndim - 1))), 1e-12) / 127
+        return (jnp.round(x / scale).astype(jnp.int8), scale)
+    return jax.tree.map(q, params)
+
+
+def dequantize(qparams):
+    return jax.tree.map(lambda x: x[0].astype(jnp.float32) * x[1] if isinstance(x, tuple)
+                        else x, qparams, is_leaf=lambda x: isinstance(x, tuple))
 
 
 def main():
@@ -65,6 +83,20 @@ def main():
     timed("decode step", step, params, cache)
     timed("decoder layers (no output layer)", layers, params, cache)
     timed("output layer", head, params, jnp.ones((B, 1, config.text.hidden_size)))
+
+    model = nnx.merge(graph, params, rest)
+    bf_graph, bf_config = decode_graph(model, "bfloat16")
+    bf_params, bf_rest = _cast(params, "bfloat16"), _cast(rest, "bfloat16")
+    bf_cache = init_cache(bf_config, B, L, bf_config.dtype)
+
+    def step_bf16(params, cache):
+        model = nnx.merge(bf_graph, params, bf_rest)
+        return model.forward(ids, pos, mask, cache=cache, cache_pos=jnp.int32(POS))
+
+    timed("decode step, bf16 weights+compute", step_bf16, bf_params, bf_cache)
+    qparams = quantize_int8(params)
+    timed("decode step, int8 weights -> f32", lambda q, c: step(dequantize(q), c),
+          qparams, cache)
 
 
 if __name__ == "__main__":

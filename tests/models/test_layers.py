@@ -64,3 +64,33 @@ def test_logits_at_equals_gathered_full_logits():
     _, ref_cache = fwd(ids[:, T - 2 :], pos[..., T - 2 :], cmask, None, cache, jnp.int32(T - 2))
     for a, b in zip(jax.tree.leaves(new_cache), jax.tree.leaves(ref_cache)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_bf16_linear_rounds_once_after_a_float32_product():
+    """A bf16 Linear on CPU computes its product and bias in float32 and rounds once (the
+    fast XLA:CPU dot): equal to the float32 computation on the same bf16 inputs, rounded
+    to bf16; float32 layers are untouched (the plain nnx.Linear product)."""
+    from grow_jax.models.qwen2_vl.layers import linear
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(3, 5, 64)), jnp.bfloat16)
+    layer = linear(64, 96, ("embed", "mlp"), bias=True, dtype=jnp.bfloat16,
+                   param_dtype=jnp.float32, rngs=nnx.Rngs(0))
+    layer.bias[...] = jnp.asarray(rng.normal(size=96), jnp.float32)
+    y = jax.jit(lambda x: layer(x))(x)
+    assert y.dtype == jnp.bfloat16 and y.shape == (3, 5, 96)
+    w, b = (layer.kernel[...].astype(jnp.bfloat16).astype(jnp.float32),
+            layer.bias[...].astype(jnp.bfloat16).astype(jnp.float32))
+    want = (x.astype(jnp.float32) @ w + b).astype(jnp.bfloat16)
+    # one rounding: at most one bf16 ulp from the rounded float32 result (sum order)
+    ulp = np.abs(np.asarray(want, np.float32)) * 2.0 ** -7
+    assert np.all(np.abs(np.asarray(y, np.float32) - np.asarray(want, np.float32)) <= ulp)
+    hlo = jax.jit(lambda x: layer(x)).lower(x).as_text()
+    assert "tensor<64x96xbf16>) -> tensor<15x96xf32>" in hlo  # bf16 operands, f32 result
+
+    f32 = linear(64, 96, ("embed", "mlp"), bias=True, dtype=jnp.float32,
+                 param_dtype=jnp.float32, rngs=nnx.Rngs(0))
+    xf = x.astype(jnp.float32)
+    np.testing.assert_array_equal(
+        np.asarray(f32(xf)), np.asarray(nnx.Linear.__call__(f32, xf.reshape(15, 64))
+                                        ).reshape(3, 5, 96))
