@@ -30,7 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
     m.hf_dir = placeholder(str)  # local HF Qwen2-VL folder: its config, tokenizer and weights
     # (starting weights, first match: WORKDIR checkpoint > rl.init_checkpoint > hf_dir > init)
     m.tokenizer_dir = placeholder(str)  # tokenizer folder; None: hf_dir's, else the shipped one
-    m.dtype = "float32"  # compute dtype: float32 | bfloat16 (bf16 on TPU/GPU; f32 is faster on CPU)
+    m.dtype = "float32"  # compute dtype: float32 | bfloat16 (bf16 on TPU/GPU; CPU benchmarks: f32)
     m.param_dtype = "float32"  # parameter storage dtype (optimizer master weights)
     m.remat = False  # recompute each decoder layer in the backward pass (less activation memory)
     m.require_weights = False  # refuse a random init: need a checkpoint, init_checkpoint or hf_dir
