@@ -279,6 +279,13 @@ def render(results: dict) -> str:
             "the cores, so ratios measured under load overstate the idle-machine speed-up."
         ),
         "",
+        (
+            "Not built: prefilling a group's shared prompt prefix once. The agent's prompt "
+            "(grow_jax/agent/prompts.py) puts the frame before the instruction, as Qwen2-VL's "
+            "chat layout does, so the G rows of a group share only the user-turn header and "
+            "`<|vision_start|>`; every key and value after it depends on the row's own frame."
+        ),
+        "",
     ]
     return "\n".join(lines)
 
