@@ -267,6 +267,7 @@ def render(results: dict) -> str:
                   "learner (`algo.recompute_old_logprobs=True`, which the config check "
                   "requires); its `old_logprob_err_mean/max` metrics report the live "
                   "difference."]
+    lines += _torch_bf16_user(results)
     lines += [
         "",
         (
@@ -288,6 +289,28 @@ def render(results: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _torch_bf16_user(results: dict) -> list[str]:
+    """What a PyTorch user who runs `generate` in bf16 on this CPU gets from grow_jax's
+    faster side (the issue asks it plainly: on an AMX CPU torch's bf16 is its fast path)."""
+    out = []
+    for size, r in results["sizes"].items():
+        if "torch_bf16" not in r:
+            continue
+        jax_sides = [k for k in r if k.startswith("jax_")]
+        best = max(jax_sides, key=lambda k: r[k]["e2e_tokens_per_s"])
+        t, j = r["torch_bf16"], r[best]
+        out.append(
+            f"{size}: torch bf16 `generate` {t['e2e_tokens_per_s']} tok/s end to end, "
+            f"grow_jax's faster side ({best}) {j['e2e_tokens_per_s']} = "
+            f"{j['e2e_tokens_per_s'] / t['e2e_tokens_per_s']:.2f}x "
+            f"(decode {j['decode_tokens_per_s'] / t['decode_tokens_per_s']:.2f}x)")
+    if not out:
+        return []
+    amx = "amx_bf16" in results["settings"]["machine"]
+    return ["", f"What a PyTorch user running bf16 on this CPU "
+            f"({'with' if amx else 'without'} AMX) would see: " + "; ".join(out) + "."]
 
 
 def write_doc(text: str) -> None:
