@@ -42,8 +42,14 @@ START, END = "<!-- main-job:start -->", "<!-- main-job:end -->"
 # The idle-machine check (--timing) writes its own block, after the table's.
 TIMING_START, TIMING_END = "<!-- main-job-timing:start -->", "<!-- main-job-timing:end -->"
 PLOT = os.path.join("docs", "tiny_cpu_learning_curve.png")
+MAIN_CONFIG = "configs/tiny_cpu.py"  # the README's main job; its bars and table apply to it
 # The acceptance bars of the main job (issue 9).
 MIN_GAIN, MIN_MEAN_GAIN, MIN_END_OVER_BEST, MAX_WALL_MIN = 20.0, 40.0, 0.9, 10.0
+
+
+def _expert(cfg: dict) -> str:
+    """Who played the SFT demonstrations: BabyAI's bot, or another suite's scripted expert."""
+    return "bot" if cfg["env"].get("suite", "babyai") == "babyai" else "scripted-expert"
 
 
 def cpu_model() -> str:
@@ -175,9 +181,10 @@ def _runs_at_a_time(per: dict) -> str:
 
 
 def report(root: str, seeds: list[int], argv: str, plot_path: str = PLOT,
-           link: str | None = None) -> str:
+           link: str | None = None, bars: bool = True) -> str:
     """The table block; the curves go to PLOT_PATH (relative to the repository), linked
-    as LINK (default: PLOT_PATH, as README.md at the root sees it)."""
+    as LINK (default: PLOT_PATH, as README.md at the root sees it). BARS: the main job's
+    acceptance table (meaningless for another config's job)."""
     per = {s: seed_summary(os.path.join(root, f"seed{s}")) for s in seeds}
     first = per[seeds[0]]
     cfg, t = first["config"], first["timing"]
@@ -195,7 +202,7 @@ def report(root: str, seeds: list[int], argv: str, plot_path: str = PLOT,
         "others the same with their seed.",
         "",
         f"Setup: {', '.join(cfg['env']['tasks'])} (cap {cfg['env']['max_steps']} decisions); "
-        f"SFT on {cfg['sft']['demo_episodes']} bot episodes for {cfg['sft']['steps']} steps; "
+        f"SFT on {cfg['sft']['demo_episodes']} {_expert(cfg)} episodes for {cfg['sft']['steps']} steps; "
         f"GROW RL {first['iterations']} iterations x {cfg['rl']['groups_per_iter']} groups x "
         f"G={cfg['rl']['group_size']} episodes{group_layouts(cfg)} ({first['env_steps']} env "
         "steps for seed "
@@ -227,6 +234,8 @@ def report(root: str, seeds: list[int], argv: str, plot_path: str = PLOT,
         f"measured under that load. CPU time per run: {idle.mean():.1f} min (max "
         f"{idle.max():.1f}). An idle machine that keeps at least one core busy needs no more "
         f"than that, and no less than 1/{t['cpus']} of it.",
+    ]
+    lines += [] if not bars else [
         "",
         "| acceptance bar | measured | |",
         "|---|---|---|",
@@ -239,6 +248,8 @@ def report(root: str, seeds: list[int], argv: str, plot_path: str = PLOT,
         f"| <= {MAX_WALL_MIN:.0f} min per run on {t['cpus']} idle cores | CPU time "
         f"{idle.max():.1f} min (wall {walls.max():.1f} min under load) | "
         f"{'yes' if idle.max() <= MAX_WALL_MIN else 'no'} |",
+    ]
+    lines += [
         "",
         f"![learning curves of every seed]({link or plot_path})",
     ]
@@ -263,20 +274,26 @@ def reproduction_report(root: str, seeds: list[int], table: dict) -> str:
 
 
 def doc_report(root: str, seeds: list[int], argv: str, out: str,
-               title: str = "The main job on another machine") -> str:
-    """--out FILE.md: a page of its own (the table, its curves as FILE_curves.png, and the
-    comparison with README.md's table), for a run on another machine."""
+               title: str = "The main job on another machine",
+               config: str = MAIN_CONFIG) -> str:
+    """--out FILE.md: a page of its own (the table, its curves as FILE_curves.png and, for
+    the main job's config, its bars and the comparison with README.md's table: a run on
+    another machine); for another config (the Crafter job), the table and curves only."""
     stem = os.path.splitext(out)[0]
     plot_path = f"{stem}_curves.png"
-    table = table_rows(open(os.path.join(ROOT, "README.md")).read())
+    main_job = os.path.normpath(config) == os.path.normpath(MAIN_CONFIG)
+    table = report(root, seeds, argv, plot_path,
+                   os.path.relpath(plot_path, os.path.dirname(out) or "."), bars=main_job)
+    if not main_job:
+        return "\n".join([f"# {title}", "", f"Written by `scripts/run_main_job.py --out` "
+                          f"for `{config}`.", "", table, ""])
+    readme = table_rows(open(os.path.join(ROOT, "README.md")).read())
     return "\n".join([
         f"# {title}", "",
         "Written by `scripts/run_main_job.py --out`; its last section sets each seed beside "
         "its row in README.md's table.", "",
-        report(root, seeds, argv, plot_path,
-               os.path.relpath(plot_path, os.path.dirname(out) or ".")),
-        "", "## Against the README's table", "",
-        reproduction_report(root, seeds, table), ""])
+        table, "", "## Against the README's table", "",
+        reproduction_report(root, seeds, readme), ""])
 
 
 def table_rows(readme: str) -> dict[int, tuple[str, str, str]]:
@@ -345,7 +362,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", default=os.path.join("runs", "main_job"),
                     help="root folder; seed N runs in WORKDIR/seedN")
-    ap.add_argument("--config", default="configs/tiny_cpu.py")
+    ap.add_argument("--config", default=MAIN_CONFIG)
     ap.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds")
     ap.add_argument("--parallel", type=int, default=1, help="runs at a time")
     ap.add_argument("--report-only", action="store_true")
@@ -372,7 +389,7 @@ def main():
                      *([f"--parallel {args.parallel}"] if args.parallel > 1 else []),
                      *([f"--workdir {args.workdir}"] if args.workdir != os.path.join(
                          "runs", "main_job") else []),
-                     *([f"--config {args.config}"] if args.config != "configs/tiny_cpu.py"
+                     *([f"--config {args.config}"] if args.config != MAIN_CONFIG
                        else []),
                      *(["--timing"] if args.timing else []),
                      *([f"--out {args.out}"] if args.out else []),
@@ -382,7 +399,7 @@ def main():
     if args.out:
         if args.timing:
             raise SystemExit("--out and --timing: pick one")
-        block = doc_report(root, seeds, argv, args.out, args.title)
+        block = doc_report(root, seeds, argv, args.out, args.title, args.config)
         with open(os.path.join(ROOT, args.out), "w") as f:
             f.write(block)
         print(block)

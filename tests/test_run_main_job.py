@@ -121,6 +121,32 @@ def test_out_writes_a_page_of_its_own(tmp_path, monkeypatch):
     assert not os.path.exists(tmp_path / "docs" / "tiny_cpu_learning_curve.png")
 
 
+def test_out_for_another_config_has_no_main_job_bars(tmp_path, monkeypatch):
+    """--out with --config configs/crafter.py: the seeds' table and curves, but neither the
+    main job's acceptance bars nor the comparison with README.md's (BabyAI) rows."""
+    from grow_jax.config_utils import base_config, config_to_json
+
+    mod = _script()
+    monkeypatch.setattr(mod, "ROOT", str(tmp_path))
+    os.makedirs(tmp_path / "docs")
+    for s in (0, 1):
+        wd = tmp_path / "runs" / f"seed{s}"
+        _fake_seed(str(wd), [(0, 0.5), (30, 0.7)])
+        c = base_config()
+        c.env.suite = "crafter"
+        (wd / "config.json").write_text(config_to_json(c))
+    monkeypatch.setattr(sys, "argv", ["run_main_job.py", "--report-only", "--seeds", "0,1",
+                                      "--workdir", str(tmp_path / "runs"), "--config",
+                                      "configs/crafter.py", "--out", "docs/crafter_job.md"])
+    mod.main()
+    page = (tmp_path / "docs" / "crafter_job.md").read_text()
+    assert "for `configs/crafter.py`" in page and "--config configs/crafter.py" in page
+    assert "| 0 | 50.0% | 70.0% | 70.0% | **+20.0** |" in page
+    assert "scripted-expert episodes" in page and "bot episodes" not in page
+    assert "acceptance bar" not in page and "README's table" not in page
+    assert os.path.exists(tmp_path / "docs" / "crafter_job_curves.png")
+
+
 def test_seed_parsing():
     mod = _script()
     assert mod.parse_seeds("0,1, 2") == [0, 1, 2]
