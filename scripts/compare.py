@@ -28,7 +28,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run_main_job import cpu_model, group_layouts, run_parallel  # noqa: E402
+from run_main_job import cpu_model, group_layouts, run_parallel, task_success  # noqa: E402
 
 # name -> grow_jax.main flags on top of the config (same SFT start and budget for all).
 METHODS = {
@@ -96,17 +96,6 @@ def _rows(wd):
         return [json.loads(x) for x in f if x.strip()]
 
 
-def _task_success(wd: str, step: int) -> dict[str, float]:
-    """Success rate per task of the evaluation at iteration `step` (WORKDIR/eval_parts)."""
-    out: dict[str, list[bool]] = {}
-    with open(os.path.join(wd, "eval_parts", f"iter{step:06d}.jsonl")) as f:
-        for line in f:
-            if line.strip():
-                for ep in json.loads(line)["episodes"]:
-                    out.setdefault(ep["task_id"], []).append(bool(ep["success"]))
-    return {k: 100 * float(np.mean(v)) for k, v in out.items()}
-
-
 def summarize(wd: str) -> dict:
     rows = _rows(wd)
     ev = [r for r in rows if r.get("phase") == "eval"]
@@ -121,8 +110,8 @@ def summarize(wd: str) -> dict:
                 curve=[(r.get("env_steps", 0), r.get("time_s", 0.0),
                         100 * r["eval_success_rate"]) for r in ev],
                 episodes=ev[-1]["eval_episodes"],
-                tasks_start=_task_success(wd, ev[0]["step"]),
-                tasks_end=_task_success(wd, ev[-1]["step"]))
+                tasks_start=task_success(wd, ev[0]["step"]),
+                tasks_end=task_success(wd, ev[-1]["step"]))
 
 
 def _ms(xs) -> str:

@@ -126,6 +126,17 @@ def run_seeds(root: str, config: str, seeds: list[int], extra: list[str], parall
         raise SystemExit(f"seeds {failed} failed")
 
 
+def task_success(wd: str, step: int) -> dict[str, float]:
+    """Success rate per task of the evaluation at iteration `step` (WORKDIR/eval_parts)."""
+    out: dict[str, list[bool]] = {}
+    with open(os.path.join(wd, "eval_parts", f"iter{step:06d}.jsonl")) as f:
+        for line in f:
+            if line.strip():
+                for ep in json.loads(line)["episodes"]:
+                    out.setdefault(ep["task_id"], []).append(bool(ep["success"]))
+    return {k: 100 * float(np.mean(v)) for k, v in out.items()}
+
+
 def seed_summary(wd: str) -> dict:
     rows = [json.loads(x) for x in open(os.path.join(wd, "metrics.jsonl")) if x.strip()]
     evals = [r for r in rows if r.get("phase") == "eval"]
@@ -273,6 +284,28 @@ def reproduction_report(root: str, seeds: list[int], table: dict) -> str:
     return "\n".join(lines)
 
 
+def per_task_report(root: str, seeds: list[int]) -> str:
+    """Success per task at the first and the last evaluation, mean ± std over seeds: where
+    a multi-task job's gain (or its absence) comes from."""
+    start, end = {}, {}
+    for s in seeds:
+        wd = os.path.join(root, f"seed{s}")
+        curve = seed_summary(wd)["curve"]
+        steps = (curve[0][1], curve[-1][1])
+        for acc, step in zip((start, end), steps):
+            for task, rate in task_success(wd, step).items():
+                acc.setdefault(task, []).append(rate)
+
+    def ms(xs):
+        return f"{np.mean(xs):.1f} ± {np.std(xs, ddof=1) if len(xs) > 1 else 0.0:.1f}"
+
+    lines = ["| task | SFT start (%) | end (%) | gain (points) |", "|---|---|---|---|"]
+    for task in start:
+        gains = [b - a for a, b in zip(start[task], end[task])]
+        lines.append(f"| {task} | {ms(start[task])} | {ms(end[task])} | {ms(gains)} |")
+    return "\n".join(lines)
+
+
 def doc_report(root: str, seeds: list[int], argv: str, out: str,
                title: str = "The main job on another machine",
                config: str = MAIN_CONFIG) -> str:
@@ -286,7 +319,8 @@ def doc_report(root: str, seeds: list[int], argv: str, out: str,
                    os.path.relpath(plot_path, os.path.dirname(out) or "."), bars=main_job)
     if not main_job:
         return "\n".join([f"# {title}", "", f"Written by `scripts/run_main_job.py --out` "
-                          f"for `{config}`.", "", table, ""])
+                          f"for `{config}`.", "", table, "", "## Per task", "",
+                          per_task_report(root, seeds), ""])
     readme = table_rows(open(os.path.join(ROOT, "README.md")).read())
     return "\n".join([
         f"# {title}", "",

@@ -145,6 +145,9 @@ def test_out_for_another_config_has_no_main_job_bars(tmp_path, monkeypatch):
     assert "scripted-expert episodes" in page and "bot episodes" not in page
     assert "acceptance bar" not in page and "README's table" not in page
     assert os.path.exists(tmp_path / "docs" / "crafter_job_curves.png")
+    # per task (the fake runs hold one task at 50% then 70% on both seeds)
+    task = base_config().env.tasks[0]
+    assert f"| {task} | 50.0 ± 0.0 | 70.0 ± 0.0 | 20.0 ± 0.0 |" in page
 
 
 def test_seed_parsing():
