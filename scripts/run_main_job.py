@@ -6,6 +6,8 @@ figures into README.md.
     python scripts/run_main_job.py --seeds 0,1,2,3,4 --report-only
     python scripts/run_main_job.py --timing --seeds 0 --workdir runs/main_idle  # idle check
     python scripts/run_main_job.py --workdir runs/main_m2 --out docs/main_job_m2.md  # machine 2
+    python scripts/run_main_job.py --config configs/crafter.py --seeds 0,1,2 \
+        --workdir runs/crafter3 --out docs/crafter_job.md  # another job: table + per task
 
 Seed N runs `python -m grow_jax.main --config=CONFIG --workdir=WORKDIR/seedN
 --config.seed=N` (the default README command with another seed). The block between
@@ -213,7 +215,8 @@ def report(root: str, seeds: list[int], argv: str, plot_path: str = PLOT,
         "others the same with their seed.",
         "",
         f"Setup: {', '.join(cfg['env']['tasks'])} (cap {cfg['env']['max_steps']} decisions); "
-        f"SFT on {cfg['sft']['demo_episodes']} {_expert(cfg)} episodes for {cfg['sft']['steps']} steps; "
+        f"SFT on {cfg['sft']['demo_episodes']} {_expert(cfg)} episodes for "
+        f"{cfg['sft']['steps']} steps; "
         f"GROW RL {first['iterations']} iterations x {cfg['rl']['groups_per_iter']} groups x "
         f"G={cfg['rl']['group_size']} episodes{group_layouts(cfg)} ({first['env_steps']} env "
         "steps for seed "
