@@ -28,7 +28,8 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run_main_job import cpu_model, group_layouts, run_parallel, task_success  # noqa: E402
+from run_main_job import (  # noqa: E402
+    cpu_model, group_layouts, mean_std, run_parallel, task_success)
 
 # name -> grow_jax.main flags on top of the config (same SFT start and budget for all).
 METHODS = {
@@ -114,11 +115,6 @@ def summarize(wd: str) -> dict:
                 tasks_end=task_success(wd, ev[-1]["step"]))
 
 
-def _ms(xs) -> str:
-    xs = np.asarray(xs, float)
-    return f"{xs.mean():.1f} ± {xs.std(ddof=1) if len(xs) > 1 else 0.0:.1f}"
-
-
 def plot(per: dict, out: str) -> None:
     import matplotlib
 
@@ -172,7 +168,7 @@ def _held_out_table(per: dict, cfg: dict) -> list[str]:
         cells = []
         for ids in (train_ids, held):
             for key in ("tasks_start", "tasks_end"):
-                cells.append(_ms([np.mean([r[key][t] for t in ids]) for r in runs]))
+                cells.append(mean_std([np.mean([r[key][t] for t in ids]) for r in runs]))
         out.append(f"| {m} | {' | '.join(cells)} |")
     out += ["", f"Trained: {', '.join(train_ids)}. Held-out: {', '.join(held)}."]
     return out
@@ -202,12 +198,13 @@ def report(root: str, methods, seeds, argv: str, out: str = DEFAULT_OUT[False]) 
     ]
     for m, runs in per.items():
         lines.append(
-            f"| {m} | {_ms([r['start'] for r in runs])} | {_ms([r['end'] for r in runs])} | "
-            f"{_ms([r['best'] for r in runs])} | "
-            f"{_ms([r['end'] - r['start'] for r in runs])} | "
+            f"| {m} | {mean_std([r['start'] for r in runs])} | "
+            f"{mean_std([r['end'] for r in runs])} | "
+            f"{mean_std([r['best'] for r in runs])} | "
+            f"{mean_std([r['end'] - r['start'] for r in runs])} | "
             f"{np.mean([r['env_steps'] for r in runs]):.0f} | "
             f"{np.mean([r['tokens_per_env_step'] for r in runs]):.1f} | "
-            f"{_ms([r['wall_s'] for r in runs])} | "
+            f"{mean_std([r['wall_s'] for r in runs])} | "
             f"{max(r['peak_rss_mib'] for r in runs):.0f} | "
             f"{np.mean([r['load'] for r in runs]):.1f} |")
     lines += _ranking(per)

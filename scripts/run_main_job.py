@@ -139,6 +139,12 @@ def task_success(wd: str, step: int) -> dict[str, float]:
     return {k: 100 * float(np.mean(v)) for k, v in out.items()}
 
 
+def mean_std(xs) -> str:
+    """'mean ± std' over seeds (sample std; 0 for one seed), one decimal."""
+    xs = np.asarray(xs, float)
+    return f"{xs.mean():.1f} ± {xs.std(ddof=1) if len(xs) > 1 else 0.0:.1f}"
+
+
 def seed_summary(wd: str) -> dict:
     rows = [json.loads(x) for x in open(os.path.join(wd, "metrics.jsonl")) if x.strip()]
     evals = [r for r in rows if r.get("phase") == "eval"]
@@ -299,13 +305,11 @@ def per_task_report(root: str, seeds: list[int]) -> str:
             for task, rate in task_success(wd, step).items():
                 acc.setdefault(task, []).append(rate)
 
-    def ms(xs):
-        return f"{np.mean(xs):.1f} ± {np.std(xs, ddof=1) if len(xs) > 1 else 0.0:.1f}"
-
     lines = ["| task | SFT start (%) | end (%) | gain (points) |", "|---|---|---|---|"]
     for task in start:
         gains = [b - a for a, b in zip(start[task], end[task])]
-        lines.append(f"| {task} | {ms(start[task])} | {ms(end[task])} | {ms(gains)} |")
+        lines.append(f"| {task} | {mean_std(start[task])} | {mean_std(end[task])} | "
+                     f"{mean_std(gains)} |")
     return "\n".join(lines)
 
 
