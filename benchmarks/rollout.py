@@ -91,9 +91,11 @@ def main(argv=None):
                  "async": EnvPool([tasks[0]] * n, env_kwargs=kw, mode="async")}
         seeds = lambda r: list(range(r * n, (r + 1) * n))  # noqa: E731, B023
 
-        def raw(pool, r):  # random actions: what the envs alone can do
+        def raw(pool, r):
+            """Random actions: what the envs alone can do (env steps/s, and this process's
+            CPU ms per env step, which is the envs' whole CPU cost for the sync pool)."""
             rng = np.random.default_rng(r)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             pool.reset(seeds(r))
             live, steps = list(range(n)), 0
             while live:
@@ -101,14 +103,16 @@ def main(argv=None):
                                                  indices=live)
                 steps += len(live)
                 live = [i for i, d in zip(live, term | trunc) if not d]
-            return steps / (time.perf_counter() - t0)
+            return steps / (time.perf_counter() - t0), 1e3 * (time.process_time() - c0) / steps
 
         def loop(pool, pipelined, r):
+            """One round; also this process's CPU ms per env step (all threads: XLA's too)."""
             st = RolloutStats()
+            c0 = time.process_time()
             trajs = run_episodes(pool, agent, sampler, params, seeds=seeds(r),  # noqa: B023
                                  groups=[0] * n, rng=jax.random.key(r), stats=st,
                                  pipeline=pipelined)
-            return st, trajs
+            return st, trajs, 1e3 * (time.process_time() - c0) / st.env_steps
 
         warm(pools["sync"], n)
         for name, pool, pipelined in LOOPS:  # one untimed round each (caches, workers)
@@ -116,14 +120,20 @@ def main(argv=None):
         shapes = sampler.compiled_shapes()
         raw_sps = {p: [] for p in pools}
         stats = {name: [] for name, _, _ in LOOPS}
+        cpu_ms = {"envs_sync": [], "seq_sync": []}  # in-process: the whole CPU cost
         identical, logp_diff = True, 0.0
         for r in range(1, args.rounds + 1):  # interleaved, so load changes hit all alike
             for p, pool in pools.items():
-                raw_sps[p].append(raw(pool, r))
+                sps, ms = raw(pool, r)
+                raw_sps[p].append(sps)
+                if p == "sync":
+                    cpu_ms["envs_sync"].append(ms)
             got = {}
             for name, pool, pipelined in LOOPS:
-                st, got[name] = loop(pools[pool], pipelined, r)
+                st, got[name], ms = loop(pools[pool], pipelined, r)
                 stats[name].append(st)
+                if name == "seq_sync":
+                    cpu_ms[name].append(ms)
             same, diff = compare(got["seq_sync"], got["pipe_async"])
             identical, logp_diff = identical and same, max(logp_diff, diff)
         for pool in pools.values():
@@ -133,6 +143,8 @@ def main(argv=None):
                    identical=bool(identical), logprob_diff=logp_diff)
         for p, v in raw_sps.items():
             row[f"envs_{p}"] = statistics.median(v)
+        for k, v in cpu_ms.items():
+            row[f"{k}_cpu_ms"] = statistics.median(v)
         for name, sts in stats.items():
             tot = sum(s.total_s for s in sts)
             row[name] = statistics.median(s.env_steps / s.total_s for s in sts)
@@ -200,6 +212,7 @@ def render(res: dict) -> str:
                   f"Here the pipelined loop runs at {100 * r['pipe_async'] / best:.0f}% of the "
                   f"faster env-only pool ({best:.0f} env steps/s): "
                   f"{'met' if r['pipe_async'] >= 0.7 * best else 'not met'}."]
+        lines += ["", *cpu_bound(r, res["cpus"], best)]
     lines += ["", "Where each loop's time goes (envs: time spent waiting for env steps, "
               "which pipelining hides behind sampling; sampler: host batching + jitted "
               "prefill/decode; prompts: prompt ids and image patches):", "",
@@ -221,6 +234,24 @@ def render(res: dict) -> str:
     lines += ["", f"Sampler batches are bucketed (multiples of 8 rows), all buckets compiled "
               f"before timing; compilations during the timed rounds: {recompiled}.", ""]
     return "\n".join(lines)
+
+
+def cpu_bound(r: dict, cpus: int, best: float) -> list[str]:
+    """What the cores allow: the loop's CPU work per env step (measured in-process, sync
+    pool) caps any schedule of it, overlapped or not, at cpus / work env steps/s."""
+    env, loop = r["envs_sync_cpu_ms"], r["seq_sync_cpu_ms"]
+    cap = 1e3 * cpus / loop
+    need = 1e3 * cpus / (0.7 * best)
+    return [f"The cores' bound at {r['envs']} envs: one env step costs {env:.3f} ms of CPU "
+            f"with random actions and {loop:.3f} ms inside the sequential loop (envs + "
+            f"prompts + sampler, all threads, sync pool), so on {cpus} CPUs no schedule of "
+            f"the loop's work, however overlapped, exceeds {cpus} / {loop:.3f} ms = "
+            f"{cap:.0f} env steps/s = {100 * cap / best:.0f}% of the envs alone. Reaching "
+            f"70% needs the whole loop at <= {need:.3f} ms of CPU per env step, i.e. the "
+            f"sampler and prompts at <= {max(need - env, 0):.3f} ms (now "
+            f"{loop - env:.3f}). Pipelining hides waiting, not work: on a host whose cores "
+            f"the envs already fill, only a cheaper sampler (or one on an accelerator) "
+            f"moves this bound."]
 
 
 if __name__ == "__main__":
