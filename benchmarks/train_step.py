@@ -19,6 +19,11 @@ Sides:
 - torch full: `Qwen2VLForConditionalGeneration(...)` logits at every position, gathered.
 - torch gather: base model, then lm_head only on the hidden states at the action
   positions.
+- bf16 pair, mixed precision as each library's users run it (float32 master weights and
+  AdamW state, bfloat16 compute): grow_jax_bf16 (the model's compute dtype `bfloat16`,
+  what `model.dtype = "bfloat16"` in a config gives) against torch_action_logits_bf16
+  (the gather side under `torch.autocast("cpu", torch.bfloat16)`, which on an AMX CPU
+  runs its matmuls on AMX).
 Both get precomputed M-RoPE position ids. Runs are interleaved; medians are reported.
 FLOP/s: XLA's cost analysis of the compiled step and an analytic matmul count, against
 2048x2048 f32 and bf16 matmuls of both libraries measured in the same process.
@@ -61,7 +66,7 @@ def tiny_cpu_config():
 
 
 def build(config, seed: int = 0):
-    """(torch model, grow_jax model) with identical weights."""
+    """(torch model, grow_jax model, grow_jax bf16-compute model) with identical weights."""
     import torch
     import transformers
     from flax import nnx
@@ -77,11 +82,14 @@ def build(config, seed: int = 0):
     hf_cfg._attn_implementation = "sdpa"
     tmodel = transformers.Qwen2VLForConditionalGeneration(hf_cfg).float().train()
     tensors = {k: v.detach().numpy() for k, v in tmodel.state_dict().items()}
-    model = Qwen2VL(config, rngs=nnx.Rngs(0))
-    state = nnx.state(model, nnx.Param)
-    nnx.replace_by_pure_dict(state, qparams.state_from_hf(tensors, config))
-    nnx.update(model, state)
-    return tmodel, model
+    models = []
+    for cfg in (config, config.replace(dtype="bfloat16")):
+        model = Qwen2VL(cfg, rngs=nnx.Rngs(0))
+        state = nnx.state(model, nnx.Param)
+        nnx.replace_by_pure_dict(state, qparams.state_from_hf(tensors, config))
+        nnx.update(model, state)
+        models.append(model)
+    return tmodel, *models
 
 
 def make_samples(config, batch: int, image_hw: int, seed: int = 0):
@@ -195,10 +203,15 @@ class JaxSide:
 
 
 class TorchSide:
-    def __init__(self, tmodel, batch: dict, samples, gather: bool):
+    def __init__(self, tmodel, batch: dict, samples, gather: bool, bf16: bool = False):
+        """`bf16`: the forward under CPU autocast to bfloat16 (weights stay float32)."""
+        import contextlib
+
         import torch
 
         self.torch, self.model, self.gather = torch, tmodel, gather
+        self.autocast = ((lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16
+                         else contextlib.nullcontext)
         t = lambda x, dt=torch.long: torch.from_numpy(np.ascontiguousarray(x)).to(dt)
         self.inputs = {
             "input_ids": t(batch["input_ids"]),
@@ -237,7 +250,8 @@ class TorchSide:
 
     def step(self) -> float:
         self.opt.zero_grad(set_to_none=True)
-        loss = self.loss()
+        with self.autocast():
+            loss = self.loss()
         loss.backward()
         self.torch.nn.utils.clip_grad_norm_(self.model.parameters(), Opt.grad_clip)
         self.opt.step()
@@ -301,16 +315,14 @@ def matmul_rates(repeats: int = 10, n: int = 2048) -> dict:
 
 
 def setup(size: str, batch_size: int):
-    """(config, torch model, grow_jax model, samples) for one benchmark size."""
+    """(config, torch model, grow_jax model, its bf16-compute twin, samples) for one size."""
     if size == "tiny":
         config, tok = tiny_cpu_config()
-        tmodel, model = build(config)
-        return config, tmodel, model, make_tiny_samples(config, tok, batch_size)
+        return config, *build(config), make_tiny_samples(config, tok, batch_size)
     from grow_jax.models.qwen2_vl.config import Qwen2VLConfig
 
     config = Qwen2VLConfig.tiny(**MODEL_100M)
-    tmodel, model = build(config)
-    return config, tmodel, model, make_samples(config, batch_size, 56)
+    return config, *build(config), make_samples(config, batch_size, 56)
 
 
 def run(size: str, args) -> dict:
@@ -325,7 +337,7 @@ def run(size: str, args) -> dict:
     torch.set_num_threads(args.threads)
     load_start = round(os.getloadavg()[0], 2)
     batch_size = args.tiny_batch if size == "tiny" else args.batch
-    config, tmodel, model, samples = setup(size, batch_size)
+    config, tmodel, model, model_bf16, samples = setup(size, batch_size)
     n_params = sum(p.numel() for p in tmodel.parameters())
     shape = BatchShape.fit(samples, batch_size)
     batch = collate(samples, shape, config)
@@ -337,6 +349,9 @@ def run(size: str, args) -> dict:
         "torch_full_logits": TorchSide(tmodel, batch, samples, gather=False),
         # its own copy of the module, so both torch sides train the same weights
         "torch_action_logits": TorchSide(copy.deepcopy(tmodel), batch, samples, gather=True),
+        "grow_jax_bf16": JaxSide(model_bf16, batch),
+        "torch_action_logits_bf16": TorchSide(copy.deepcopy(tmodel), batch, samples,
+                                              gather=True, bf16=True),
     }
     compile_s, first_loss = {}, {}
     for name, side in sides.items():
@@ -408,6 +423,13 @@ def run(size: str, args) -> dict:
         "samples_per_s": {k: round(v, 1) for k, v in sps.items()},
         "speedup_vs": {j: {k: round(sps[j] / sps[k], 2) for k in torch_sides}
                        for j in ("grow_jax", "grow_jax_packed")},
+        "bf16_vs": {"grow_jax_bf16/torch_action_logits_bf16":
+                    round(sps["grow_jax_bf16"] / sps["torch_action_logits_bf16"], 2),
+                    "grow_jax_bf16/grow_jax": round(sps["grow_jax_bf16"] / sps["grow_jax"], 2),
+                    "torch_action_logits_bf16/torch_action_logits": round(
+                        sps["torch_action_logits_bf16"] / sps["torch_action_logits"], 2),
+                    "torch_action_logits_bf16/grow_jax": round(
+                        sps["torch_action_logits_bf16"] / sps["grow_jax"], 2)},
         "packed_vs_padded": round(sps["grow_jax_packed"] / sps["grow_jax"], 2),
         "first_loss": {k: round(v, 6) for k, v in first_loss.items()},
         "packed_loss_abs_diff": abs(first_loss["grow_jax_packed"] - first_loss["grow_jax"]),
@@ -429,6 +451,8 @@ WHAT = {
     "grow_jax_packed": "same step, samples packed several per row (`rl.pack`)",
     "torch_full_logits": "transformers forward, logits at all positions",
     "torch_action_logits": "base model + lm_head on the gathered action positions",
+    "grow_jax_bf16": "grow_jax, bf16 compute (f32 master weights)",
+    "torch_action_logits_bf16": "torch action, under bf16 autocast (f32 master weights)",
 }
 
 
@@ -451,8 +475,9 @@ def section(results: dict) -> str:
         "",
         (
             "One optimizer step (forward + backward + global-norm clip + AdamW) on the same "
-            "samples, same weights and the same clipped-ratio loss on every side, all in "
-            "float32; medians of interleaved steps after warm-up steps. `100m`: a random "
+            "samples, same weights and the same clipped-ratio loss on every side, in "
+            "float32 except the bf16 pair (float32 master weights, bfloat16 compute on both "
+            "sides); medians of interleaved steps after warm-up steps. `100m`: a random "
             "~95M-parameter Qwen2-VL on 32 GROW samples; `tiny`: the RL main job's model "
             "(configs/tiny_cpu.py) on one full 512-sample update of its BabyAI decision "
             "samples. `grow_jax_packed` packs the same samples several per row "
@@ -518,9 +543,24 @@ def section(results: dict) -> str:
                 f"({r['matmul_2048_gflops']['xla_float32']} GFLOP/s)."
             ),
         ]
+        lines += ["", bf16_note(r)]
         if size != "tiny":
             lines += ["", roofline_note(r)]
     return "\n".join(lines) + "\n"
+
+
+def bf16_note(r: dict) -> str:
+    """The equal-dtype bf16 ratio, and what a PyTorch bf16 user on this CPU would see."""
+    v = r["bf16_vs"]
+    return (
+        f"bf16 at equal dtype: grow_jax_bf16 / torch_action_logits_bf16 = "
+        f"{v['grow_jax_bf16/torch_action_logits_bf16']}x. bf16 over f32 on each side: "
+        f"grow_jax {v['grow_jax_bf16/grow_jax']}x, torch "
+        f"{v['torch_action_logits_bf16/torch_action_logits']}x. A PyTorch user who turns on "
+        f"bf16 autocast here runs at {v['torch_action_logits_bf16/grow_jax']}x the speed of "
+        f"grow_jax's float32 step and "
+        f"{1 / v['grow_jax_bf16/torch_action_logits_bf16']:.2f}x that of its bf16 step."
+    )
 
 
 def roofline_note(r: dict) -> str:
