@@ -25,7 +25,8 @@ import numpy as np  # noqa: E402
 
 from _common import cpu_info, write_section  # noqa: E402
 
-HEADING = "## Rollout loop"
+SECTION = "## Rollout loop"
+RESULTS = os.path.join(ROOT, "benchmarks", "results", "rollout.json")
 # (name, pool, pipelined): the loops timed; the pools' raw speed is timed as "envs_<pool>"
 LOOPS = (("seq_sync", "sync", False), ("seq_async", "async", False),
          ("pipe_async", "async", True))
@@ -162,10 +163,10 @@ def main(argv=None):
     print(json.dumps(res, indent=2))
     if args.no_write:
         return
-    os.makedirs(os.path.join(ROOT, "benchmarks", "results"), exist_ok=True)
-    with open(os.path.join(ROOT, "benchmarks", "results", "rollout.json"), "w") as f:
+    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+    with open(RESULTS, "w") as f:
         json.dump(res, f, indent=2)
-    write_section(HEADING, render(res))
+    write_section(SECTION, render(res))
 
 
 def render(res: dict) -> str:
@@ -174,7 +175,7 @@ def render(res: dict) -> str:
     flags = ", ".join(name for name, f in (("AVX-512", "avx512f"), ("AMX", "amx_tile"))
                       if f in cpu["flags"])
     lines = [
-        HEADING, "",
+        SECTION, "",
         "Written by `benchmarks/rollout.py` from `benchmarks/results/rollout.json`.", "",
         f"`{res['command']}`: BabyAI envs ({res['task']}, cap {res['max_steps']}, 28x28 "
         f"frames), the tiny_cpu model ({res['params']} params, random weights), "

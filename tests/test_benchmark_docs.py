@@ -55,3 +55,15 @@ def test_sampler_torch_bf16_user_line_takes_the_faster_jax_side():
     for s in r["sizes"].values():
         del s["torch_bf16"]
     assert sampler._torch_bf16_user(r) == []
+
+
+def test_rollout_cpu_bound_from_hand_numbers():
+    """2 CPUs, envs 0.5 ms and the whole loop 1.0 ms of CPU per env step: no schedule beats
+    2 / 1.0 ms = 2000 steps/s; with envs alone at 2500, 70% = 1750 steps/s needs the loop at
+    <= 2 / 1750 = 1.143 ms, so sampler + prompts at <= 0.643 ms (now 0.500)."""
+    rollout = importlib.import_module("rollout")
+    (line,) = rollout.cpu_bound({"envs": 32, "envs_sync_cpu_ms": 0.5, "seq_sync_cpu_ms": 1.0},
+                                2, 2500.0)
+    assert "exceeds 2 / 1.000 ms = 2000 env steps/s = 80% of the envs alone" in line
+    assert "<= 1.143 ms of CPU per env step" in line
+    assert "sampler and prompts at <= 0.643 ms (now 0.500)" in line
