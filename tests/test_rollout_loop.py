@@ -12,7 +12,8 @@ from grow_jax.config_utils import base_config, resolve_config
 from grow_jax.envs import make_env, make_tasks
 from grow_jax.envs.pool import EnvPool
 from grow_jax.models.qwen2_vl.config import Qwen2VLConfig
-from grow_jax.rollout.loop import image_token_count, run_episodes
+from grow_jax.data.samples import encode_images
+from grow_jax.rollout.loop import image_token_count, run_episodes, split_images
 
 LEVEL = "BabyAI-GoToRedBallNoDists-v0"
 
@@ -157,3 +158,17 @@ def test_pipelined_rollouts_equal_sequential_with_worker_processes(setup):
             np.testing.assert_array_equal(sa.prompt_ids, sb.prompt_ids)
             assert (sa.reward, sa.invalid, sa.action_text) == (sb.reward, sb.invalid,
                                                                sb.action_text)
+
+
+def test_one_patch_call_per_turn_splits_into_each_rows_images():
+    """The loop patches a turn's frames in one call; each row gets what encoding its own
+    frames alone gives (rows of 1, 3 and 2 frames, as with agent.history > 0)."""
+    mcfg = Qwen2VLConfig.tiny()
+    rng = np.random.default_rng(0)
+    rows = [[rng.integers(0, 256, (28, 28, 3), dtype=np.uint8) for _ in range(k)]
+            for k in (1, 3, 2)]
+    got = split_images(encode_images([f for fs in rows for f in fs], mcfg), [1, 3, 2])
+    for fs, (pix, grid) in zip(rows, got):
+        want_pix, want_grid = encode_images(fs, mcfg)
+        np.testing.assert_array_equal(pix, want_pix)
+        np.testing.assert_array_equal(grid, want_grid)

@@ -74,6 +74,15 @@ class RolloutStats:
         return d
 
 
+def split_images(encoded, counts: Sequence[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(pixel_values, image_grid_thw) of all rows' frames -> one pair per row of
+    `counts[r]` frames (views, no copies): the turn's frames are patched in one call."""
+    pixels, grid = encoded
+    frame_ends = np.cumsum(counts)[:-1]
+    patch_ends = np.cumsum(grid.prod(-1))[frame_ends - 1] if len(frame_ends) else frame_ends
+    return list(zip(np.split(pixels, patch_ends), np.split(grid, frame_ends)))
+
+
 def image_token_count(frame_shape, model_config, fit_mode="pad") -> int:
     """Merged vision tokens one frame occupies in the prompt."""
     v = model_config.vision
@@ -127,7 +136,7 @@ def run_episodes(pool, agent: Agent, sampler, params, *, seeds: Sequence[int],
     def act(ids: list[int], turn: int):
         """Prompts, one sampler call and decoded actions for envs `ids` (all at `turn`)."""
         t0 = time.perf_counter()
-        prompts, images = [], []
+        prompts, frames = [], []
         for i in ids:
             tr = trajs[i]
             shown = shown_steps(tr, agent.history)
@@ -138,8 +147,9 @@ def run_episodes(pool, agent: Agent, sampler, params, *, seeds: Sequence[int],
                 if agent.history >= 0:
                     prompt_cache[key] = p_ids
             prompts.append(p_ids)
-            images.append(encode_images([st.frame for st in shown] + [obs[i]["image"]], mcfg,
-                                        fit_mode))
+            frames.append([st.frame for st in shown] + [obs[i]["image"]])
+        images = split_images(encode_images([f for fs in frames for f in fs], mcfg, fit_mode),
+                              [len(fs) for fs in frames])
         t1 = time.perf_counter()
         stats.prep_s += t1 - t0
         tokens, logps = sampler.sample(params, prompts, images,

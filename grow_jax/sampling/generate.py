@@ -216,18 +216,22 @@ class Sampler:
         images = [None] * n if images is None else list(images)
         if len(images) != n:
             raise ValueError(f"images has {len(images)} entries for {n} prompts")
-        merge = self.config.vision.spatial_merge_size
-        for i, (p, im) in enumerate(zip(prompts, images)):
-            want = 0 if im is None else int(qinputs.num_image_tokens(im[1], merge).sum())
-            got = int(np.sum(np.asarray(p) == self.config.image_token_id))
-            if got != want:
-                raise ValueError(
-                    f"prompt {i} has {got} image tokens (id {self.config.image_token_id}) but "
-                    f"its images give {want} merged patches (image_grid_thw / merge^2)"
-                )
         pix = [im[0] for im in images if im is not None]
-        grids = [np.asarray(im[1], np.int32) for im in images if im is not None]
+        grids = [np.asarray(im[1], np.int32).reshape(-1, 3) for im in images if im is not None]
         grid = np.concatenate(grids) if grids else np.zeros((0, 3), np.int32)
+        # each prompt's image tokens against its images' merged patches, all rows at once
+        owner = np.repeat([i for i, im in enumerate(images) if im is not None],
+                          [len(g) for g in grids]).astype(np.int64)
+        want = np.bincount(owner, qinputs.num_image_tokens(
+            grid, self.config.vision.spatial_merge_size), minlength=n).astype(np.int64)
+        got = ((ids[:n] == self.config.image_token_id) & (mask[:n] == 1)).sum(1)
+        bad = np.flatnonzero(got != want)
+        if len(bad):
+            i = bad[0]
+            raise ValueError(
+                f"prompt {i} has {got[i]} image tokens (id {self.config.image_token_id}) but "
+                f"its images give {want[i]} merged patches (image_grid_thw / merge^2)"
+            )
         pos, _ = qinputs.get_rope_index(ids, grid if len(grid) else None, mask, self.config)
         slots = ImageSlots.fit(
             grid,

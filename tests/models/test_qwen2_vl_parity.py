@@ -152,7 +152,9 @@ def test_images_to_patches_matches_pil_processor():
 
     c = tiny()
     rng = np.random.default_rng(2)
-    images = [random_image(rng, 56, 84), random_image(rng, 112, 56)]
+    # a run of same-shape frames (converted stacked), then other shapes
+    images = [random_image(rng, 56, 84) for _ in range(3)] + [random_image(rng, 112, 56),
+                                                             random_image(rng, 56, 84)]
     proc = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=10**6)
     ref = proc(images=images, return_tensors="np")
     pv, grid = qi.images_to_patches(images, c)

@@ -69,11 +69,9 @@ def get_rope_index(
     for b in range(B):
         valid = mask[b]
         kind = kinds[b][valid]
-        starts = np.flatnonzero(np.r_[True, kind[1:] != kind[:-1]]) if kind.size else kind
-        run_kinds = kind[starts]
+        kind_bytes = kind.tobytes()
         row_grids = []
-        for k in (1, 2):
-            c = int((run_kinds == k).sum())
+        for k, c in zip((1, 2), _vision_runs(kind_bytes)):
             if used[k] + c > len(grids[k]):
                 raise ValueError(
                     f"row {b}: more runs of {'image' if k == 1 else 'video'} "
@@ -82,12 +80,22 @@ def get_rope_index(
             row_grids.append(tuple(map(tuple, grids[k][used[k] : used[k] + c].tolist())))
             used[k] += c
         try:
-            pos = _row_positions(kind.tobytes(), row_grids[0], row_grids[1], merge)
+            pos = _row_positions(kind_bytes, row_grids[0], row_grids[1], merge)
         except ValueError as e:
             raise ValueError(f"row {b}: {e}") from None
         position_ids[:, b, valid] = pos
         deltas[b] = (pos.max() + 1 - kind.size) if kind.size else 0
     return position_ids.astype(np.int32), deltas.astype(np.int32)
+
+
+@functools.lru_cache(maxsize=4096)
+def _vision_runs(kind_bytes: bytes) -> tuple[int, int]:
+    """(image runs, video runs) in one unpadded row's token kinds (cached like its positions)."""
+    kind = np.frombuffer(kind_bytes, np.int8)
+    if not kind.size:
+        return 0, 0
+    run_kinds = kind[np.flatnonzero(np.r_[True, kind[1:] != kind[:-1]])]
+    return int((run_kinds == 1).sum()), int((run_kinds == 2).sum())
 
 
 @functools.lru_cache(maxsize=4096)
@@ -153,35 +161,43 @@ def images_to_patches(
     Same values and patch order as transformers' Qwen2VLImageProcessor (PIL backend) when it
     does not resize. uint8 images are rescaled by 1/255; float images must already be in
     [0, 1]. H and W must be multiples of patch_size * spatial_merge_size (resizing is the
-    caller's job).
+    caller's job). Consecutive images of one shape and dtype are converted as one stacked
+    array (a rollout turn's frames all share a shape), not one by one.
     """
     vc = config.vision if isinstance(config, Qwen2VLConfig) else config
     ps, m, tp, C = vc.patch_size, vc.spatial_merge_size, vc.temporal_patch_size, vc.in_chans
     mean32 = np.asarray(mean, np.float32)
     std32 = np.asarray(std, np.float32)
-    patches, grids = [], []
+    images = [np.asarray(img) for img in images]
+    if not images:
+        raise ValueError("images_to_patches: no images given")
     for i, img in enumerate(images):
-        img = np.asarray(img)
         if img.ndim != 3 or img.shape[-1] != C:
             raise ValueError(f"image {i}: expected HWC with C={C}, got shape {img.shape}")
-        H, W = img.shape[:2]
-        if H % (ps * m) or W % (ps * m):
+        if img.shape[0] % (ps * m) or img.shape[1] % (ps * m):
             raise ValueError(
                 f"image {i}: height and width must be multiples of patch_size*spatial_merge_size "
-                f"= {ps * m}, got {H}x{W}; resize it first"
+                f"= {ps * m}, got {img.shape[0]}x{img.shape[1]}; resize it first"
             )
-        if img.dtype == np.uint8:
-            x = (img.astype(np.float64) * (1 / 255)).astype(np.float32)
-        elif np.issubdtype(img.dtype, np.floating):
-            x = img.astype(np.float32)
-        else:
+        if img.dtype != np.uint8 and not np.issubdtype(img.dtype, np.floating):
             raise ValueError(f"image {i}: dtype {img.dtype} not supported (uint8 or float)")
-        x = ((x - mean32) / std32).transpose(2, 0, 1)  # CHW
+    patches, grids, i = [], [], 0
+    while i < len(images):  # runs of same-shape, same-dtype images
+        j = i + 1
+        while j < len(images) and (images[j].shape, images[j].dtype) == (
+                images[i].shape, images[i].dtype):
+            j += 1
+        x = np.stack(images[i:j])  # [N, H, W, C]
+        if x.dtype == np.uint8:
+            x = (x.astype(np.float64) * (1 / 255)).astype(np.float32)
+        else:
+            x = x.astype(np.float32)
+        n, (H, W) = j - i, x.shape[1:3]
         gh, gw = H // ps, W // ps
-        x = x.reshape(C, gh // m, m, ps, gw // m, m, ps).transpose(1, 4, 2, 5, 0, 3, 6)
-        x = np.broadcast_to(x[:, :, :, :, :, None], (*x.shape[:5], tp, ps, ps))
-        patches.append(x.reshape(gh * gw, C * tp * ps * ps))
-        grids.append((1, gh, gw))
-    if not patches:
-        raise ValueError("images_to_patches: no images given")
+        x = ((x - mean32) / std32).transpose(0, 3, 1, 2)  # NCHW
+        x = x.reshape(n, C, gh // m, m, ps, gw // m, m, ps).transpose(0, 2, 5, 3, 6, 1, 4, 7)
+        x = np.broadcast_to(x[:, :, :, :, :, :, None], (*x.shape[:6], tp, ps, ps))
+        patches.append(x.reshape(n * gh * gw, C * tp * ps * ps))
+        grids += [(1, gh, gw)] * n
+        i = j
     return np.concatenate(patches).astype(np.float32), np.asarray(grids, np.int32)
