@@ -189,11 +189,12 @@ def test_compare_report_from_finished_runs(tmp_path, monkeypatch):
     # --out: another study's report and plot, the same runs
     monkeypatch.setattr(sys, "argv", [
         "compare.py", "--methods", "grow_g0.995,tgrpo", "--seeds", "0,1", "--report-only",
-        "--workdir", str(tmp_path), "--out", "docs/results_care.md"])
+        "--workdir", str(tmp_path), "--out", "docs/results_care.md", "--title", "Care study"])
     mod.main()
     care = (tmp_path / "docs" / "results_care.md").read_text()
     assert row in care and "![curves](results_care_curves.png)" in care
-    assert "--out docs/results_care.md" in care
+    assert care.startswith("# Care study\n")
+    assert "--out docs/results_care.md --title 'Care study'" in care
     assert os.path.exists(tmp_path / "docs" / "results_care_curves.png")
     monkeypatch.setattr(sys, "argv", ["compare.py", "--report-only", "--out", "/tmp/x.md"])
     with pytest.raises(SystemExit, match="--out: expected a .md path"):
