@@ -1,6 +1,7 @@
 """The benchmark sections of docs/performance.md are what their scripts render from the
 stored results JSON (no number typed in by hand; the benchmarks themselves are too slow for
-CI, and the peers' need their own virtualenvs): benchmarks/peers.py and benchmarks/sampler.py."""
+CI, and the peers' need their own virtualenvs): benchmarks/peers.py, sampler.py, train_step.py
+and rollout.py."""
 
 import importlib
 import json
@@ -18,7 +19,8 @@ def _stored(mod):
         return json.load(f)
 
 
-@pytest.mark.parametrize("name,render", [("peers", "section"), ("sampler", "render")])
+@pytest.mark.parametrize("name,render", [("peers", "section"), ("sampler", "render"),
+                                         ("train_step", "section"), ("rollout", "render")])
 def test_section_from_stored_results_is_the_docs_section(name, render):
     mod = importlib.import_module(name)
     text = getattr(mod, render)(_stored(mod))
