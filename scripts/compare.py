@@ -141,10 +141,15 @@ def plot(per: dict, out: str) -> None:
 
 
 def _ranking(per: dict) -> list[str]:
-    """Which method gained most, and where each GROW variant stands (generated text)."""
+    """Which method gained most on average and on its worst seed, and where each GROW
+    variant stands (generated text)."""
     gain = {m: float(np.mean([r["end"] - r["start"] for r in runs])) for m, runs in per.items()}
     order = sorted(gain, key=gain.get, reverse=True)
-    out = ["", f"Ranked by mean gain: {', '.join(f'{m} ({gain[m]:+.1f})' for m in order)}."]
+    worst = {m: min(r["end"] - r["start"] for r in runs) for m, runs in per.items()}
+    out = ["", f"Ranked by mean gain: {', '.join(f'{m} ({gain[m]:+.1f})' for m in order)}.",
+           "Lowest seed's gain: " + ", ".join(
+               f"{m} {worst[m]:+.1f}" for m in sorted(worst, key=worst.get, reverse=True))
+           + "."]
     best_grow = next((m for m in order if m.startswith("grow")), None)
     if best_grow and order[0] != best_grow:
         out.append(f"GROW is not the best here: its best variant, {best_grow}, ranks "

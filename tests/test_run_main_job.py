@@ -181,6 +181,7 @@ def test_compare_report_from_finished_runs(tmp_path, monkeypatch):
     assert row in text
     assert "| tgrpo | 20.0 ± 0.0 | 40.0 ± 14.1 |" in text
     assert "Ranked by mean gain: grow_g0.995 (+50.0), tgrpo (+20.0)." in text
+    assert "Lowest seed's gain: grow_g0.995 +40.0, tgrpo +10.0." in text
     assert "GROW is not the best" not in text
     # trained task 20 -> 70 (mean of 60 and 80), held-out task 10 -> 30 in every run
     assert ("| grow_g0.995 | 20.0 ± 0.0 | 70.0 ± 14.1 | 10.0 ± 0.0 | 30.0 ± 0.0 |" in text)
