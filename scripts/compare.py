@@ -143,9 +143,10 @@ def plot(per: dict, out: str) -> None:
 def _ranking(per: dict) -> list[str]:
     """Which method gained most on average and on its worst seed, and where each GROW
     variant stands (generated text)."""
-    gain = {m: float(np.mean([r["end"] - r["start"] for r in runs])) for m, runs in per.items()}
+    gains = {m: [r["end"] - r["start"] for r in runs] for m, runs in per.items()}
+    gain = {m: float(np.mean(g)) for m, g in gains.items()}
+    worst = {m: min(g) for m, g in gains.items()}
     order = sorted(gain, key=gain.get, reverse=True)
-    worst = {m: min(r["end"] - r["start"] for r in runs) for m, runs in per.items()}
     out = ["", f"Ranked by mean gain: {', '.join(f'{m} ({gain[m]:+.1f})' for m in order)}.",
            "Lowest seed's gain: " + ", ".join(
                f"{m} {worst[m]:+.1f}" for m in sorted(worst, key=worst.get, reverse=True))

@@ -172,3 +172,5 @@ def test_one_patch_call_per_turn_splits_into_each_rows_images():
         want_pix, want_grid = encode_images(fs, mcfg)
         np.testing.assert_array_equal(pix, want_pix)
         np.testing.assert_array_equal(grid, want_grid)
+    (alone,) = split_images(encode_images(rows[1], mcfg), [3])  # one row: the whole turn
+    np.testing.assert_array_equal(alone[0], encode_images(rows[1], mcfg)[0])

@@ -79,7 +79,7 @@ def split_images(encoded, counts: Sequence[int]) -> list[tuple[np.ndarray, np.nd
     `counts[r]` frames (views, no copies): the turn's frames are patched in one call."""
     pixels, grid = encoded
     frame_ends = np.cumsum(counts)[:-1]
-    patch_ends = np.cumsum(grid.prod(-1))[frame_ends - 1] if len(frame_ends) else frame_ends
+    patch_ends = np.cumsum(grid.prod(-1))[frame_ends - 1]
     return list(zip(np.split(pixels, patch_ends), np.split(grid, frame_ends)))
 
 

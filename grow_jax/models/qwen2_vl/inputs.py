@@ -8,6 +8,7 @@ Each function reproduces what transformers 5.x computes for Qwen2-VL.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -181,23 +182,18 @@ def images_to_patches(
             )
         if img.dtype != np.uint8 and not np.issubdtype(img.dtype, np.floating):
             raise ValueError(f"image {i}: dtype {img.dtype} not supported (uint8 or float)")
-    patches, grids, i = [], [], 0
-    while i < len(images):  # runs of same-shape, same-dtype images
-        j = i + 1
-        while j < len(images) and (images[j].shape, images[j].dtype) == (
-                images[i].shape, images[i].dtype):
-            j += 1
-        x = np.stack(images[i:j])  # [N, H, W, C]
+    patches, grids = [], []
+    for _, run in itertools.groupby(images, key=lambda a: (a.shape, a.dtype)):
+        x = np.stack(list(run))  # [N, H, W, C]: consecutive images of one shape and dtype
         if x.dtype == np.uint8:
             x = (x.astype(np.float64) * (1 / 255)).astype(np.float32)
         else:
             x = x.astype(np.float32)
-        n, (H, W) = j - i, x.shape[1:3]
+        n, H, W = x.shape[:3]
         gh, gw = H // ps, W // ps
         x = ((x - mean32) / std32).transpose(0, 3, 1, 2)  # NCHW
         x = x.reshape(n, C, gh // m, m, ps, gw // m, m, ps).transpose(0, 2, 5, 3, 6, 1, 4, 7)
         x = np.broadcast_to(x[:, :, :, :, :, :, None], (*x.shape[:6], tp, ps, ps))
         patches.append(x.reshape(n * gh * gw, C * tp * ps * ps))
         grids += [(1, gh, gw)] * n
-        i = j
     return np.concatenate(patches).astype(np.float32), np.asarray(grids, np.int32)
