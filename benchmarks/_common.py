@@ -1,12 +1,17 @@
-"""Shared by the benchmark scripts: the ~100M-parameter model they compare on, and the
-regeneration of one section of docs/performance.md."""
+"""Shared by the benchmark scripts: the ~100M-parameter model they compare on, results
+stored per CPU kind, and the regeneration of one section of docs/performance.md."""
 
 from __future__ import annotations
 
+import json
 import platform
+import re
 from pathlib import Path
+from typing import Callable
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "performance.md"
+RESULTS_DIR = ROOT / "benchmarks" / "results"
 
 
 def write_section(heading: str, body: str) -> None:
@@ -60,3 +65,49 @@ def cpu_info() -> dict:
         pass
     wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
     return {"model": model, "flags": [f for f in wanted if f in flags]}
+
+
+def cpu_kind(cpu: dict | None = None) -> str:
+    """The file key of a CPU kind: vendor and family from the model name, plus "-amx" where
+    the CPU has AMX (it changes which library's bf16 is fast): "intel-xeon-amx", "amd-epyc".
+    A ratio is only comparable with one measured on the same kind."""
+    cpu = cpu or cpu_info()
+    words = re.sub(r"\((R|TM)\)", " ", cpu["model"]).split()
+    key = "-".join(w.lower() for w in words[:2] if re.fullmatch(r"[A-Za-z]+", w)) or "cpu"
+    return key + ("-amx" if "amx_tile" in cpu["flags"] else "")
+
+
+def results_file(name: str, kind: str | None = None) -> Path:
+    """benchmarks/results/NAME/KIND.json: one benchmark's results on one CPU kind."""
+    return RESULTS_DIR / name / f"{kind or cpu_kind()}.json"
+
+
+def save_results(name: str, results: dict) -> Path:
+    """Stores this machine's results; other CPU kinds' files are kept."""
+    path = results_file(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    return path
+
+
+def stored_results(name: str) -> dict[str, dict]:
+    """Every CPU kind's stored results of one benchmark, by kind (sorted)."""
+    return {p.stem: json.loads(p.read_text())
+            for p in sorted((RESULTS_DIR / name).glob("*.json"))}
+
+
+def machines_section(heading: str, name: str, intro: list[str], stored: dict[str, dict],
+                     block: Callable[[dict], list[str]], script: str | None = None) -> str:
+    """A docs section with one subsection per CPU kind: `heading`, where the figures come
+    from, `intro` (what is measured, the same on every machine), then for each stored kind
+    "### <kind>" and `block(results)` (that machine's settings, tables and notes)."""
+    script = script or f"benchmarks/{name}.py"
+    lines = [heading, "", f"Written by `{script}` from `benchmarks/results/{name}/<CPU kind>"
+             ".json` (one file per CPU kind; a run replaces only its own machine's); do not "
+             "edit by hand. Ratios compare sides measured together on one machine: read them "
+             "within one subsection, never across.", "", *intro]
+    if not stored:
+        raise FileNotFoundError(f"no stored results in {RESULTS_DIR / name}: run {script}")
+    for kind, results in stored.items():
+        lines += ["", f"### {kind}", "", *block(results)]
+    return "\n".join(lines).rstrip("\n") + "\n"

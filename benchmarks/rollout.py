@@ -5,7 +5,8 @@ next to the raw env speed of the same pools, at several env counts.
     python benchmarks/rollout.py                    # 32, 128 and 256 BabyAI envs, tiny_cpu
     python benchmarks/rollout.py --envs=32 --rounds=2 --no_write   # quick look
     python benchmarks/rollout.py --doc_only      # the docs section from the stored JSON
-Writes benchmarks/results/rollout.json and the "Rollout loop" section of docs/performance.md.
+Writes benchmarks/results/rollout/<CPU kind>.json (other CPU kinds' files are kept) and the
+"Rollout loop" section of docs/performance.md from all of them.
 """
 
 from __future__ import annotations
@@ -24,10 +25,16 @@ sys.path.insert(0, os.path.join(ROOT, "configs"))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from _common import cpu_info, write_section  # noqa: E402
+import goals  # benchmarks/goals.py: the issue-13 table over all CPU kinds
+from _common import (  # noqa: E402
+    cpu_info,
+    machines_section,
+    save_results,
+    stored_results,
+    write_section,
+)
 
-SECTION = "## Rollout loop"
-RESULTS = os.path.join(ROOT, "benchmarks", "results", "rollout.json")
+NAME, SECTION = "rollout", "## Rollout loop"
 # (name, pool, pipelined): the loops timed; the pools' raw speed is timed as "envs_<pool>"
 LOOPS = (("seq_sync", "sync", False), ("seq_async", "async", False),
          ("pipe_async", "async", True))
@@ -56,8 +63,8 @@ def main(argv=None):
                     help="regenerate the docs section from the stored JSON")
     args = ap.parse_args(argv)
     if args.doc_only:
-        with open(RESULTS) as f:
-            write_section(SECTION, render(json.load(f)))
+        write_section(SECTION, section(stored_results(NAME)))
+        goals.write()
         return
     counts = [int(x) for x in args.envs.split(",")]
 
@@ -170,20 +177,41 @@ def main(argv=None):
     print(json.dumps(res, indent=2))
     if args.no_write:
         return
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "w") as f:
-        json.dump(res, f, indent=2)
-    write_section(SECTION, render(res))
+    save_results(NAME, res)
+    write_section(SECTION, section(stored_results(NAME)))
+    goals.write()
 
 
-def render(res: dict) -> str:
-    """The "Rollout loop" section of docs/performance.md from the benchmark's JSON."""
+INTRO = [
+    "Env steps/s. *Envs alone*: random actions on the same pool (in-process `sync`, or "
+    "`async` worker processes). *Sequential*: one sampler call over all live envs, then one "
+    "env step. *Pipelined* (`env.pipeline=True`, async pool): the envs in two halves "
+    "(alternate envs, so each half has envs on every worker); one half steps in the workers "
+    "while the loop samples the other (two sampler calls per turn, of half the rows each). "
+    "*Same tokens, rewards*: the pipelined rounds against the sequential (sync) ones with the "
+    "same seeds and keys. Sampler batches are bucketed (multiples of 8 rows), all buckets "
+    "compiled before timing.",
+    "",
+    "Reading the tables: pipelining hides the env steps behind sampling only where both do "
+    "not need the same cores. On a 2-core host the env workers and XLA's sampler threads "
+    "share both cores, and a sampler call of the tiny model for half the rows costs well over "
+    "half of a full one (per-call host work and dispatch), so the two half-size calls per "
+    "turn eat much of what the overlap saves; with the sampler on an accelerator (the 7B "
+    "configs) the overlap is the whole gain.",
+]
+
+
+def section(stored: dict[str, dict]) -> str:
+    """The "Rollout loop" section of docs/performance.md: one subsection per CPU kind."""
+    return machines_section(SECTION, NAME, INTRO, stored, render)
+
+
+def render(res: dict) -> list[str]:
+    """One machine's run: its settings, the speed table, the goal and the time shares."""
     cpu = res["cpu"]
     flags = ", ".join(name for name, f in (("AVX-512", "avx512f"), ("AMX", "amx_tile"))
                       if f in cpu["flags"])
     lines = [
-        SECTION, "",
-        "Written by `benchmarks/rollout.py` from `benchmarks/results/rollout.json`.", "",
         f"`{res['command']}`: BabyAI envs ({res['task']}, cap {res['max_steps']}, 28x28 "
         f"frames), the tiny_cpu model ({res['params']} params, random weights), "
         f"{res['rounds']} interleaved rounds of one episode per env, medians; "
@@ -192,13 +220,6 @@ def render(res: dict) -> str:
         f"{res['load_avg_end']:.1f} on {res['cpus']} CPUs (the benchmark itself keeps its "
         "process and, in async rounds, its env workers busy; a load above the CPU count means "
         "other processes shared the cores, and every figure is then low and noisy).", "",
-        "Env steps/s. *Envs alone*: random actions on the same pool (in-process `sync`, or "
-        "`async` worker processes). *Sequential*: one sampler call over all live envs, then "
-        "one env step. *Pipelined* (`env.pipeline=True`, async pool): the envs in two halves "
-        "(alternate envs, so each half has envs on every worker); one half steps in the "
-        "workers while the loop samples the other (two sampler calls per turn, of half the "
-        "rows each). *Same tokens, rewards*: the pipelined rounds against the sequential "
-        "(sync) ones with the same seeds and keys.", "",
         "| envs | workers | envs alone, sync | envs alone, async | sequential, sync pool | "
         "sequential, async pool | pipelined, async pool | pipelined / envs alone (async) | "
         "pipelined / envs alone (sync) | pipelined / sequential (async) | pipelined / "
@@ -232,17 +253,8 @@ def render(res: dict) -> str:
             lines.append(f"| {r['envs']} | {name} | {100 * s['env']:.0f}% | "
                          f"{100 * s['sample']:.0f}% | {100 * s['prep']:.0f}% | "
                          f"{100 * rest:.0f}% |")
-    lines += ["", "Reading the table: pipelining hides the env steps behind sampling only "
-              "where both do not need the same cores. On a 2-core host the env workers and "
-              "XLA's sampler threads share both cores, and a sampler call of the tiny model "
-              "for half the rows costs well over half of a full one (per-call host work and "
-              "dispatch), so the two half-size calls per turn eat much of what the overlap "
-              "saves; with "
-              "the sampler on an accelerator (the 7B configs) the overlap is the whole gain."]
     recompiled = sum(r["recompiled"] for r in res["rows"])
-    lines += ["", f"Sampler batches are bucketed (multiples of 8 rows), all buckets compiled "
-              f"before timing; compilations during the timed rounds: {recompiled}.", ""]
-    return "\n".join(lines)
+    return lines + ["", f"Compilations during the timed rounds: {recompiled}."]
 
 
 def cpu_bound(r: dict, cpus: int, best: float) -> list[str]:

@@ -44,11 +44,30 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import DOC, MODEL_100M, cpu_info, write_section  # benchmarks/_common.py
+import goals  # benchmarks/goals.py: the issue-13 table over all CPU kinds
+from _common import (  # benchmarks/_common.py
+    DOC,
+    MODEL_100M,
+    cpu_info,
+    machines_section,
+    save_results,
+    stored_results,
+    write_section,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "train_step.json"
-SECTION = "## Train step"
+NAME, SECTION = "train_step", "## Train step"
+INTRO = [(
+    "One optimizer step (forward + backward + global-norm clip + AdamW) on the same "
+    "samples, same weights and the same clipped-ratio loss on every side, in float32 "
+    "except the bf16 pair (float32 master weights, bfloat16 compute on both sides); "
+    "medians of interleaved steps after warm-up steps. `100m`: a random ~95M-parameter "
+    "Qwen2-VL on 32 GROW samples; `tiny`: the RL main job's model (configs/tiny_cpu.py) on "
+    "one full 512-sample update of its BabyAI decision samples. `grow_jax_packed` packs the "
+    "same samples several per row (`rl.pack = True`; per-sample block-diagonal attention, "
+    "M-RoPE positions restarting per sample, automatic row length), with the padded path's "
+    "per-sample loss arrays."
+)]
 
 
 def tiny_cpu_config():
@@ -456,48 +475,35 @@ WHAT = {
 }
 
 
-def section(results: dict) -> str:
+def section(stored: dict[str, dict]) -> str:
+    """The "Train step" section of docs/performance.md: one subsection per stored CPU kind."""
+    return machines_section(SECTION, NAME, INTRO, stored, render)
+
+
+def render(results: dict) -> list[str]:
+    """One machine's settings, a table per model size and the notes under it."""
     first = next(iter(results.values()))
     mach, cpu, mm = first["machine"], first["machine"]["cpu"], first["matmul_2048_gflops"]
     flags = ", ".join(cpu["flags"]) or "none of AVX2/AVX-512/AMX"
     amx = "amx_tile" in cpu["flags"]
     lines = [
-        SECTION,
-        "",
-        "Written by `benchmarks/train_step.py` from `benchmarks/results/train_step.json`; "
-        "do not edit by hand.",
-        "",
         f"Measured on: {cpu['model']} ({mach['cpus']} CPUs; flags: {flags}; "
         f"{'with' if amx else 'no'} AMX), jax {mach['jax']}, torch {mach['torch']} "
         f"({mach['torch_threads']} threads). 2048x2048 matmul GFLOP/s: XLA f32 "
         f"{mm['xla_float32']}, bf16 {mm['xla_bfloat16']}; torch f32 {mm['torch_float32']}, "
         f"bf16 {mm['torch_bfloat16']}. Command: `{first['command']}`.",
-        "",
-        (
-            "One optimizer step (forward + backward + global-norm clip + AdamW) on the same "
-            "samples, same weights and the same clipped-ratio loss on every side, in "
-            "float32 except the bf16 pair (float32 master weights, bfloat16 compute on both "
-            "sides); medians of interleaved steps after warm-up steps. `100m`: a random "
-            "~95M-parameter Qwen2-VL on 32 GROW samples; `tiny`: the RL main job's model "
-            "(configs/tiny_cpu.py) on one full 512-sample update of its BabyAI decision "
-            "samples. `grow_jax_packed` packs the same samples several per row "
-            "(`rl.pack = True`; per-sample block-diagonal attention, M-RoPE positions "
-            "restarting per sample, automatic row length), with the padded path's per-sample "
-            "loss arrays."
-        ),
     ]
     if not amx and mm["torch_bfloat16"] < 2 * mm["torch_float32"]:
         lines += ["", (
             "This CPU has no AMX, so a PyTorch bf16 user gains little here (torch bf16 "
             f"{mm['torch_bfloat16']} vs f32 {mm['torch_float32']} GFLOP/s); on an Intel Xeon "
             "with AMX torch's bf16 matmul runs several times its f32 rate while XLA's "
-            "does not, so a torch bf16 step there can beat every f32 figure below: compare "
-            "ratios only on the machine they were measured on.")]
+            "does not, so a torch bf16 step there can beat every f32 figure below.")]
     for size, r in results.items():
         b, m, mach = r["batch"], r["model"], r["machine"]
         lines += [
             "",
-            f"### {size}",
+            f"#### {size}",
             "",
             (
                 f"{m['params_M']}M parameters (hidden {m['hidden_size']}, "
@@ -546,7 +552,7 @@ def section(results: dict) -> str:
         lines += ["", bf16_note(r)]
         if size != "tiny":
             lines += ["", roofline_note(r)]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def bf16_note(r: dict) -> str:
@@ -594,15 +600,16 @@ def main(argv=None):
     )
     args = p.parse_args(argv)
     if args.doc_only:
-        write_section(SECTION, section(json.loads(RESULTS.read_text())))
+        write_section(SECTION, section(stored_results(NAME)))
+        goals.write()
         return
     r = {size: run(size, args) for size in args.sizes.split(",")}
     print(json.dumps(r, indent=1))
     if not args.no_write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(r, indent=1) + "\n")
-        write_section(SECTION, section(r))
-        print(f"wrote {RESULTS} and the '{SECTION}' section of {DOC}")
+        path = save_results(NAME, r)
+        write_section(SECTION, section(stored_results(NAME)))
+        goals.write()
+        print(f"wrote {path} and the '{SECTION}' section of {DOC}")
 
 
 if __name__ == "__main__":

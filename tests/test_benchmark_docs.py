@@ -1,7 +1,7 @@
 """The benchmark sections of docs/performance.md are what their scripts render from the
 stored results JSON (no number typed in by hand; the benchmarks themselves are too slow for
-CI, and the peers' need their own virtualenvs): benchmarks/peers.py, sampler.py, train_step.py
-and rollout.py."""
+CI, and the peers' need their own virtualenvs): benchmarks/peers.py, sampler.py, train_step.py,
+rollout.py (one stored file per CPU kind) and goals.py."""
 
 import importlib
 import json
@@ -15,18 +15,74 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 
 def _stored(mod):
-    with open(mod.RESULTS) as f:
-        return json.load(f)
+    """The peers' single results file, or one machine's results of a per-CPU-kind benchmark."""
+    if hasattr(mod, "RESULTS"):
+        with open(mod.RESULTS) as f:
+            return json.load(f)
+    return next(iter(_common().stored_results(mod.NAME).values()))
 
 
-@pytest.mark.parametrize("name,render", [("peers", "section"), ("sampler", "render"),
-                                         ("train_step", "section"), ("rollout", "render")])
-def test_section_from_stored_results_is_the_docs_section(name, render):
+def _common():
+    return importlib.import_module("_common")
+
+
+def _all_stored(name):
     mod = importlib.import_module(name)
-    text = getattr(mod, render)(_stored(mod))
+    if name == "peers":
+        return _stored(mod)
+    if name == "goals":
+        return mod.stored()
+    return _common().stored_results(mod.NAME)
+
+
+@pytest.mark.parametrize("name", ["peers", "sampler", "train_step", "rollout", "goals"])
+def test_section_from_stored_results_is_the_docs_section(name):
+    mod = importlib.import_module(name)
+    text = mod.section(_all_stored(name))
     assert text.startswith(mod.SECTION + "\n")
     with open(os.path.join(ROOT, "docs", "performance.md")) as f:
         assert text.strip() in f.read(), f"docs/performance.md: rerun benchmarks/{name}.py"
+
+
+def test_per_machine_section_has_a_subsection_per_cpu_kind():
+    sampler = importlib.import_module("sampler")
+    r = _stored(sampler)
+    text = sampler.section({"amd-epyc": r, "intel-xeon-amx": r})
+    assert text.index("\n### amd-epyc\n") < text.index("\n### intel-xeon-amx\n")
+    with pytest.raises(FileNotFoundError, match="benchmarks/sampler.py"):
+        sampler.section({})
+
+
+def test_cpu_kind_keys():
+    kind = _common().cpu_kind
+    assert kind({"model": "Intel(R) Xeon(R) Processor", "flags": ["avx512f", "amx_tile"]}) \
+        == "intel-xeon-amx"
+    assert kind({"model": "AMD EPYC 7B13 64-Core Processor", "flags": ["avx2"]}) == "amd-epyc"
+    assert kind({"model": "Intel(R) Core(TM) i7-1185G7 @ 3.00GHz", "flags": []}) \
+        == "intel-core"
+
+
+def test_goals_table_from_hand_numbers():
+    """Bars met / not met per kind; a benchmark not run on a kind reads '-'."""
+    goals = importlib.import_module("goals")
+    sampler = {"sizes": {"100m": {"pairs": {"jax_f32/torch_f32": {"e2e_tokens_per_s": 2.1}}}}}
+    rollout = {"rows": [{"envs": 32, "pipe_async": 60.0, "envs_sync": 100.0,
+                         "envs_async": 80.0}]}
+    train = {"100m": {"speedup_vs": {"grow_jax": {"torch_full_logits": 1.4,
+                                                  "torch_action_logits": 1.1},
+                                     "grow_jax_packed": {"torch_full_logits": 1.6,
+                                                         "torch_action_logits": 1.2}}}}
+    text = goals.section({"sampler": {"a": sampler, "b": sampler}, "rollout": {"a": rollout},
+                          "train_step": {"b": train}})
+    rows = {ln.split(" | ")[0].lstrip("| "): ln for ln in text.splitlines()}
+    assert rows["sampler, ~100M, end to end vs `generate`, f32"].endswith(
+        "| >= 2.00x | 2.10x (met) | 2.10x (met) |")
+    assert rows["rollout loop at 32 envs, share of the envs' own speed"].endswith(
+        "| >= 70% | 60% (not met) | - |")
+    assert rows["train step, ~100M, vs torch full logits, f32"].endswith(
+        "| - | 1.60x (met) |")
+    assert rows["train step, ~100M, vs torch action logits, f32"].endswith(
+        "| - | 1.20x (not met) |")
 
 
 def test_peers_section_lists_ran_and_failed_peers():
