@@ -27,8 +27,8 @@ from grow_jax.sampling.generate import _cast, decode_graph
 B, L, POS = 16, 96, 70
 
 
-def timed(name: str, fn, *args, n: int = 10, rounds: int = 3) -> None:
-    """Best of `rounds` means over n calls, wall and CPU ms."""
+def timed(name: str, fn, *args, n: int = 10, rounds: int = 3, note: str = "") -> float:
+    """Best of `rounds` means over n calls, wall and CPU ms (returns the wall seconds)."""
     fn = jax.jit(fn)
     jax.block_until_ready(fn(*args))
     walls, cpus = [], []
@@ -40,7 +40,21 @@ def timed(name: str, fn, *args, n: int = 10, rounds: int = 3) -> None:
         walls.append((time.perf_counter() - t) / n)
         cpus.append((time.process_time() - c) / n)
     print(f"{name:32s} wall {1e3 * min(walls):8.2f} ms  cpu {1e3 * min(cpus):8.2f} ms  "
-          f"load {os.getloadavg()[0]:.2f}", flush=True)
+          f"load {os.getloadavg()[0]:.2f}{note}", flush=True)
+    return min(walls)
+
+
+def output_layer_rows(hidden: int, vocab: int) -> None:
+    """The output layer's matmul alone at 1, B and 4B rows: with one row XLA streams the
+    weights (a read-bound matrix-vector product); with a few rows it runs a small-M matrix
+    product, compute-bound far below the big-matmul rate. Where decode sits between the two
+    says whether fewer bytes (bf16/int8 weights) or a better small-M kernel is the lever."""
+    w = jnp.ones((hidden, vocab), jnp.float32) * 0.01
+    for rows in (1, B, 4 * B):
+        x = jnp.ones((rows, hidden), jnp.float32)
+        s = timed(f"output matmul, {rows} rows", jnp.matmul, x, w)
+        print(f"{'':32s} = {2 * rows * hidden * vocab / s / 1e9:6.1f} GFLOP/s, weights read "
+              f"at {w.nbytes / s / 1e9:5.1f} GB/s", flush=True)
 
 
 def quantize_int8(params):
@@ -83,6 +97,7 @@ def main():
     timed("decode step", step, params, cache)
     timed("decoder layers (no output layer)", layers, params, cache)
     timed("output layer", head, params, jnp.ones((B, 1, config.text.hidden_size)))
+    output_layer_rows(config.text.hidden_size, config.text.vocab_size)
 
     model = nnx.merge(graph, params, rest)
     bf_graph, bf_config = decode_graph(model, "bfloat16")
