@@ -100,8 +100,9 @@ class UpdateLog:
         if not self.epochs:
             return dict(epochs_done=0, early_stopped=False)
         out = {k: float(np.mean([e[k] for e in self.epochs])) for k in self.epochs[0]}
-        if "kl_stopped_updates" in out:  # a count: updates the KL check did not apply
-            out["kl_stopped_updates"] = int(sum(e["kl_stopped_updates"] for e in self.epochs))
+        for count in ("kl_stopped_updates", "kl_backtracks"):  # KL stops, step halvings
+            if count in out:
+                out[count] = int(sum(e[count] for e in self.epochs))
         if "approx_kl" in out:
             out["approx_kl_max"] = max(e["approx_kl"] for e in self.epochs)
             out["approx_kl_last"] = self.epochs[-1]["approx_kl"]

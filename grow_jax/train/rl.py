@@ -95,6 +95,11 @@ def validate(config) -> None:
          and config.rl.group_size % config.rl.seeds_per_group == 0,
          f"rl.seeds_per_group must be >= 1 and divide rl.group_size={config.rl.group_size}, "
          f"got {config.rl.seeds_per_group}"),
+        (config.rl.kl_backtracks >= 0 and (config.rl.kl_backtracks == 0
+                                           or config.rl.target_kl > 0),
+         f"rl.kl_backtracks must be >= 0 and needs rl.target_kl > 0 (the bound it keeps "
+         f"each step within), got {config.rl.kl_backtracks} with rl.target_kl="
+         f"{config.rl.target_kl}"),
         (a.decode_dtype in (None, "float32", "bfloat16"),
          f"agent.decode_dtype must be float32, bfloat16 or None (model.dtype), got "
          f"{a.decode_dtype!r}"),

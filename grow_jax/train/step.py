@@ -72,10 +72,18 @@ class LossConfig:
     # current params, before the update) above this, and every later one, is not applied
     # (SB3's per-minibatch check: rl.target_kl x 1.5)
     kl_stop: float = 0.0
+    # > 0 (with kl_stop): look ahead too. An update that would leave its own minibatch at
+    # approx_kl > kl_stop is halved, up to this many times, and not applied if it still
+    # would (then it stops the call like the check above); one extra forward per update
+    kl_backtracks: int = 0
 
     def __post_init__(self):
         if self.kind not in ("policy", "sft"):
             raise ValueError(f"loss kind must be 'policy' or 'sft', got {self.kind!r}")
+        if self.kl_backtracks < 0:
+            raise ValueError(f"LossConfig.kl_backtracks must be >= 0, got {self.kl_backtracks}")
+        if self.kl_backtracks and not self.kl_stop:
+            raise ValueError("LossConfig.kl_backtracks needs kl_stop > 0 (rl.target_kl)")
         if self.kind == "policy" and self.temperature <= 0:
             raise ValueError(f"LossConfig.temperature must be > 0 (the rollout sampler's "
                              f"agent.temperature), got {self.temperature}")
@@ -160,13 +168,17 @@ def _weight(mask: jax.Array, aggregation: str) -> jax.Array:
     return jnp.sum(on) if aggregation == "token_mean" else jnp.sum(jnp.any(on, axis=-1))
 
 
-def weighted_sums(params, micro_batches: dict, *, graphdef, rest, cfg):
+def weighted_sums(params, micro_batches: dict, *, graphdef, rest, cfg, grad: bool = True):
     """(sum of w * gradient, sum of w * metrics, sum of w, real rows) over A micro-batches
-    (leading axis A), w being each micro-batch's `_weight`."""
+    (leading axis A), w being each micro-batch's `_weight`; without `grad` a forward only,
+    and the gradient sum is None."""
     grad_fn = jax.value_and_grad(_loss, has_aux=True)
 
     def one(mb):
-        (_, m), g = grad_fn(params, rest, graphdef, cfg, mb)
+        if grad:
+            (_, m), g = grad_fn(params, rest, graphdef, cfg, mb)
+        else:
+            (_, m), g = _loss(params, rest, graphdef, cfg, mb), None
         w = _weight(mb["loss_mask"], cfg.aggregation).astype(jnp.float32)
         return jax.tree.map(lambda x: x * w, g), jax.tree.map(lambda x: x * w, m), w
 
@@ -205,11 +217,53 @@ def update_grads(params, micro_batches: dict, *, graphdef, rest, cfg, fixed=Fals
     return grads, metrics
 
 
+def update_metrics(params, micro_batches: dict, *, graphdef, rest, cfg, fixed=False):
+    """The loss metrics of one update's micro-batches at `params` (forward only), weighted
+    as `update_grads` weights them."""
+    _, metrics, total, _ = weighted_sums(params, micro_batches, graphdef=graphdef, rest=rest,
+                                         cfg=cfg, grad=False)
+    if fixed:
+        metrics, total = fixed_order.ordered_sum((metrics, total))
+    return jax.tree.map(lambda m: m / jnp.maximum(total, 1.0), metrics)
+
+
+def _kl_backtrack(params, value, updates, micro_batches: dict, halted, *, graphdef, rest,
+                  cfg, fixed):
+    """(scale, halvings, accepted): the largest of 1, 1/2, ... (cfg.kl_backtracks halvings)
+    at which `updates` leaves its own minibatch at approx_kl <= cfg.kl_stop. The KL stop
+    measures before an update, so on its own it lets one large step through; this measures
+    after. Skipped (nothing computed) when the call is already `halted`."""
+
+    def kl_at(scale):
+        p = optax.apply_updates(params, jax.tree.map(lambda u: u * scale, updates))
+        return update_metrics((p, value) if value is not None else p, micro_batches,
+                              graphdef=graphdef, rest=rest, cfg=cfg, fixed=fixed)["approx_kl"]
+
+    def search(_):
+        def cond(c):
+            _, n, kl = c
+            return (kl > cfg.kl_stop) & (n < cfg.kl_backtracks)
+
+        def body(c):
+            scale, n, _ = c
+            return scale / 2, n + 1, kl_at(scale / 2)
+
+        one = jnp.ones((), jnp.float32)
+        scale, n, kl = jax.lax.while_loop(cond, body, (one, jnp.zeros((), jnp.int32),
+                                                       kl_at(one)))
+        return scale, n, kl <= cfg.kl_stop
+
+    skip = lambda _: (jnp.ones((), jnp.float32), jnp.zeros((), jnp.int32),  # noqa: E731
+                      jnp.ones((), bool))
+    return jax.lax.cond(halted, skip, search, None)
+
+
 def _update(state: TrainState, micro_batches: dict, *, graphdef, rest, tx, cfg,
             value_tx=None, halted=False, fixed=False):
     """One optimizer update from A accumulated micro-batches (leading axis A); the state is
     kept when `halted` or when the minibatch's approx_kl, measured before it, exceeds
-    `cfg.kl_stop`."""
+    `cfg.kl_stop`; with `cfg.kl_backtracks` the step is also shrunk (or dropped) so that
+    approx_kl measured after it stays within `cfg.kl_stop`."""
     with_value = state.value is not None
     grads, metrics = update_grads((state.params, state.value) if with_value else state.params,
                                   micro_batches, graphdef=graphdef, rest=rest, cfg=cfg,
@@ -224,6 +278,13 @@ def _update(state: TrainState, micro_batches: dict, *, graphdef, rest, tx, cfg,
         value = optax.apply_updates(value, vupd)
     metrics["grad_norm"] = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    if cfg.kl_backtracks and cfg.kind == "policy":
+        scale, metrics["kl_backtracks"], accepted = _kl_backtrack(
+            state.params, value if with_value else None, updates, micro_batches, halted,
+            graphdef=graphdef, rest=rest, cfg=cfg, fixed=fixed)
+        updates = jax.tree.map(lambda u: u * scale.astype(u.dtype), updates)
+        halted = halted | ~accepted
+        metrics["kl_stopped_updates"] = jnp.asarray(halted, jnp.int32)
     params = optax.apply_updates(state.params, updates)
     rng, _ = jax.random.split(state.rng)
     return _skip_if_not_finite(state, TrainState(params, opt_state, state.step + 1, rng,
@@ -248,7 +309,9 @@ def train_step(state: TrainState, batches: dict, *, graphdef, rest, tx, cfg: Los
     """M updates over `batches` (leading dims [M, A]); metrics are means over the M.
 
     With `cfg.kl_stop`, the first update whose minibatch measures approx_kl > kl_stop and
-    all after it keep the state (`kl_stopped_updates` counts them). With `reduce_mesh`,
+    all after it keep the state (`kl_stopped_updates` counts them); with
+    `cfg.kl_backtracks` also the first whose step cannot be halved to stay within it
+    (`kl_backtracks` counts the halvings). With `reduce_mesh`,
     the step runs on every device of it with gradients summed in a fixed order
     (train/fixed_order.py)."""
     kwargs = dict(graphdef=graphdef, rest=rest, tx=tx, cfg=cfg, value_tx=value_tx)
@@ -269,10 +332,10 @@ def _train_step(state: TrainState, batches: dict, *, graphdef, rest, tx, cfg: Lo
 
     (state, _), metrics = jax.lax.scan(body, (state, jnp.zeros((), bool)), batches)
     skipped = metrics.pop("skipped_updates")
-    halted = metrics.pop("kl_stopped_updates")
+    counts = {k: metrics.pop(k) for k in ("kl_stopped_updates", "kl_backtracks") if k in metrics}
     out = jax.tree.map(jnp.mean, metrics)
     out["skipped_updates"] = jnp.sum(skipped)  # updates skipped for a non-finite loss/grad
-    out["kl_stopped_updates"] = jnp.sum(halted)
+    out.update({k: jnp.sum(v) for k, v in counts.items()})  # KL stops, step halvings
     # length of the trailing run of skipped updates (the fault guard counts runs across calls)
     out["skipped_tail"] = jnp.sum(jnp.cumprod(skipped[::-1]))
     return state, out

@@ -126,6 +126,7 @@ class Run:
                          entropy_floor=g.entropy_floor, entropy_floor_coef=g.entropy_floor_coef,
                          aggregation=g.aggregation, suppress_token_ids=self.suppressed,
                          grammar=self.grammar, kl_stop=1.5 * self.config.rl.target_kl,
+                         kl_backtracks=self.config.rl.kl_backtracks if kind == "policy" else 0,
                          temperature=self.config.agent.temperature, top_k=self.config.agent.top_k,
                          top_p=self.config.agent.top_p, value_coef=g.value_coef if value else 0.0)
         params = nnx.state(self.model, nnx.Param)

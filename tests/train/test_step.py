@@ -14,7 +14,7 @@ from grow_jax.algo import losses
 from grow_jax.data.pipeline import stack_micro_batches
 from grow_jax.data.samples import BatchShape, collate, decision_samples
 from grow_jax.train.optim import _is_vision, make_optimizer
-from grow_jax.train.step import Learner, LossConfig, action_logits, update_grads
+from grow_jax.train.step import Learner, LossConfig, action_logits, update_grads, update_metrics
 
 from ._synth import make_trajectory, tiny_config, tiny_model
 
@@ -210,6 +210,71 @@ def test_partial_last_update_is_weighted_by_its_real_samples(learner1):
     half = _grads(learner1, _batch(samples, 8))
     full = _grads(learner1, _batch(samples, 4))
     _assert_trees_close(half, jax.tree.map(lambda g: 0.5 * g, full), atol=1e-6)
+
+
+def _on_policy_parts(n_parts=3, seed=4):
+    """Minibatches of 8 samples whose old_logprobs are the tiny model's own (approx_kl 0)."""
+    model = tiny_model(CFG)
+    samples = _samples(8 * n_parts, seed=seed)
+    for s in samples:
+        logits = np.asarray(model(s.input_ids[None], s.pixel_values, s.image_grid_thw)[0])
+        logp = jax.nn.log_softmax(logits[s.target_pos], -1)
+        s.old_logprobs = np.asarray(
+            jnp.take_along_axis(logp, s.input_ids[s.target_pos + 1, None], -1)[:, 0])
+    return [_batch(samples[i * 8:(i + 1) * 8]) for i in range(n_parts)]
+
+
+def _approx_kl_at(learner, params, batch):
+    """approx_kl of `params` on one stacked update (its first), forward only."""
+    mbs = jax.tree.map(lambda x: x[0], batch)
+    return float(update_metrics(params, mbs, graphdef=learner.graphdef, rest=learner.rest,
+                                cfg=learner.cfg)["approx_kl"])
+
+
+def test_kl_backtracks_shrink_a_forced_large_step_to_the_bound():
+    """lr 0.5 from approx_kl 0: the KL stop (which measures before a step) applies the first
+    update in full and leaves its own minibatch far above kl_stop. With kl_backtracks the
+    same update is halved n times (n = kl_backtracks metric) until approx_kl after it is
+    <= kl_stop: the params are the old ones plus 2^-n of the full step, and the next
+    updates are checked as before."""
+    (part,) = _on_policy_parts(1)
+    mesh = sharding.make_mesh(devices=jax.devices()[:1])
+    stop = 0.01
+    out = {}
+    for name, backtracks in (("stop", 0), ("guard", 12)):
+        learner = _learner(mesh, LossConfig(kl_stop=stop, kl_backtracks=backtracks), Opt(lr=0.5))
+        start = _fresh_state(learner)
+        p0 = _host(start.params)
+        state, m = learner.step(start, part)
+        out[name] = (learner, p0, state.params, _host(m))
+    learner, p0, p_full, m = out["stop"]
+    assert _approx_kl_at(learner, p_full, part) > 10 * stop  # the forced large update
+    learner, _, p_guard, m = out["guard"]
+    n = int(m["kl_backtracks"])
+    assert n >= 1 and m["kl_stopped_updates"] == 0
+    assert _approx_kl_at(learner, p_guard, part) <= stop
+    step = jax.tree.map(lambda full, old: (full - old) * 2.0 ** -n + old, _host(p_full), p0)
+    _assert_trees_close(_host(p_guard), step, atol=1e-6)
+
+
+def test_kl_backtracks_drop_a_step_that_no_halving_brings_within_the_bound():
+    """One halving allowed of a step that needs many: the update is not applied (the state
+    is the initial one) and it counts as a KL-stopped update, as do the ones after it."""
+    parts = _on_policy_parts(2)
+    two = jax.tree.map(lambda *x: np.concatenate(x), *parts)
+    mesh = sharding.make_mesh(devices=jax.devices()[:1])
+    learner = _learner(mesh, LossConfig(kl_stop=1e-4, kl_backtracks=1), Opt(lr=0.5))
+    start = _fresh_state(learner)
+    p0 = _host(start.params)
+    state, m = learner.step(start, two)
+    m = _host(m)
+    assert int(state.step) == 0 and m["kl_stopped_updates"] == 2 and m["kl_backtracks"] == 1
+    _assert_trees_close(_host(state.params), p0, atol=0)
+
+
+def test_kl_backtracks_need_kl_stop():
+    with pytest.raises(ValueError, match="kl_backtracks needs kl_stop"):
+        LossConfig(kl_backtracks=2)
 
 
 def test_kl_stop_keeps_the_state_from_the_first_minibatch_over_the_threshold():
