@@ -127,7 +127,7 @@ def get_config() -> ml_collections.ConfigDict:
     r.init_checkpoint = placeholder(str)  # workdir (sft / import_hf) whose params start RL
     r.max_skipped_updates = 20  # stop after N updates in a row skipped for NaN/inf; 0: never
     r.target_kl = 0.0  # stop the iteration once an epoch's approx_kl > it (a minibatch's > 1.5x)
-    r.kl_backtracks = 0  # with target_kl: halve a step (<= N times) that would lift approx_kl > 1.5x
+    r.kl_backtracks = 0  # with target_kl: halve a step (<= N times) that would pass 1.5x target_kl
     r.schedule = "constant"  # RL learning rate: constant | cosine (to lr * final_lr_ratio)
     r.final_lr_ratio = 0.1  # cosine floor as a fraction of rl.lr
     r.pack = False  # pack several samples per token row (per-sample attention) instead of padding

@@ -39,6 +39,11 @@ Choices (measured with scripts/run_main_job.py; README has the figures):
   a full-size Adam step), and training success fell by half within an iteration. The
   per-minibatch KL check stops the updates after such a step, not the step itself; a
   smaller step does. 60 iterations (30 left every seed still rising).
+- A look-ahead KL guard (`rl.kl_backtracks=4`): each update is measured on its own
+  minibatch before it is applied and halved (or dropped) while it would lift approx_kl above
+  1.5 x target_kl. Without it, on an AMD EPYC one seed of five (seed 4) took one update to
+  approx_kl 0.29 at iteration 40 and fell from 66% to 34% training success for good
+  (docs/main_job_m2.md); the KL stop above only halts the updates after such a step.
 """
 
 from grow_jax.config_utils import base_config
@@ -85,6 +90,7 @@ def get_config():
     r.warmup_steps = 20  # ~one iteration's updates: fresh Adam made seed 0's first one spike
     r.grad_clip = 1.0
     r.target_kl = 0.03  # skip an iteration's remaining epochs after an approx_kl spike
+    r.kl_backtracks = 4  # and halve (<= 4x) or drop the step that would cause one
     r.schedule = "cosine"  # smaller steps late, when the policy is sharp and fragile
     r.final_lr_ratio = 0.1
     s = c.sft

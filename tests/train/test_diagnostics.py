@@ -92,7 +92,8 @@ def test_rl_cosine_schedule_reaches_its_floor():
 @pytest.mark.slow
 def test_forced_large_update_stops_epochs_and_logs_diagnostics(tmp_path):
     """lr 0.5 makes the first epoch move the policy far: approx_kl exceeds target_kl and the
-    other 3 epochs are skipped; without target_kl all 4 run."""
+    other 3 epochs are skipped; without target_kl all 4 run; with rl.kl_backtracks the step
+    is halved first (`kl_backtracks` in metrics.jsonl)."""
     from .test_trainer_e2e import MINI, _env
 
     def run(wd, *extra):
@@ -108,7 +109,9 @@ def test_forced_large_update_stops_epochs_and_logs_diagnostics(tmp_path):
         with open(os.path.join(wd, "metrics.jsonl")) as f:
             return [r for r in map(json.loads, f) if r["phase"] == "train"]
 
-    stopped = run(str(tmp_path / "kl"), "--config.rl.target_kl=0.001")
+    # the plain KL checks (the shipped config's look-ahead guard would shrink the step)
+    stopped = run(str(tmp_path / "kl"), "--config.rl.target_kl=0.001",
+                  "--config.rl.kl_backtracks=0")
     for r in stopped:
         assert r["sample_tokens"] > r["samples"] > 0
         for k in ("action_entropy", "token_nll", "approx_kl", "approx_kl_max", "epochs_done",
@@ -119,5 +122,10 @@ def test_forced_large_update_stops_epochs_and_logs_diagnostics(tmp_path):
     assert any(r["early_stopped"] and r["epochs_done"] < 4 for r in stopped)
     assert all(r["approx_kl_max"] > 0.001 for r in stopped if r["early_stopped"])
     # one iteration is enough to show all 4 epochs run (and halves this test's slowest run)
-    free = run(str(tmp_path / "free"), "--config.rl.target_kl=0", "--config.rl.iterations=1")
+    free = run(str(tmp_path / "free"), "--config.rl.target_kl=0", "--config.rl.kl_backtracks=0",
+               "--config.rl.iterations=1")
     assert all(r["epochs_done"] == 4 and not r["early_stopped"] for r in free)
+    # the look-ahead guard halves the same forced step before it is applied (and logs it)
+    (guarded,) = run(str(tmp_path / "guard"), "--config.rl.target_kl=0.001",
+                     "--config.rl.kl_backtracks=3", "--config.rl.iterations=1")
+    assert guarded["kl_backtracks"] >= 1 and "kl_backtracks" not in stopped[0]
