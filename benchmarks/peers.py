@@ -216,7 +216,7 @@ class Ours:
         g, tr = work["generate"], work["train"]
         prompts = [np.asarray(p, np.int32) for p in g["prompts"]]
         self.n = g["new_tokens"]
-        self.gen = sampler.JaxSide(model, (prompts, None), self.n)
+        self.gen = sampler.JaxSide(model, (prompts, None), self.n, dtype="float32")
         samples = []
         for ids, comp, old, adv in zip(tr["prompt_ids"], tr["completion_ids"],
                                        tr["old_logprobs"], tr["advantages"]):

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -125,3 +126,22 @@ def test_rollout_cpu_bound_from_hand_numbers():
     assert "exceeds 2 / 1.000 ms = 2000 env steps/s = 80% of the envs alone" in line
     assert "<= 1.143 ms of CPU per env step" in line
     assert "sampler and prompts at <= 0.643 ms (now 0.500)" in line
+
+
+def test_peers_grow_jax_side_runs_on_a_tiny_model(tmp_path):
+    """The peer benchmark's own side (grow_jax's sampler and train step on the peers' work)
+    runs: it is never run in CI with the peers, so a changed signature would otherwise only
+    show on a user's machine (it once did: sampler.JaxSide gained a dtype)."""
+    import argparse
+
+    from grow_jax.models.qwen2_vl.config import Qwen2VLConfig
+
+    peers = importlib.import_module("peers")
+    config = Qwen2VLConfig.tiny()
+    args = argparse.Namespace(batch=2, new_tokens=3, prompt_min=4, prompt_max=6,
+                              train_batch=2, completion_len=2)
+    model = peers.write_weights(config, tmp_path)
+    ours = peers.Ours(model, config, peers.make_work(config, args, tmp_path))
+    tokens = ours.generate()
+    assert len(tokens) == 2 and all(len(t) == 3 for t in tokens)
+    assert np.isfinite(ours.train())
