@@ -1,6 +1,8 @@
 """The real path rollout -> build_samples -> epoch batches -> Learner.step, on BabyAI with the
 tiny model: the first update recomputes exactly the behaviour distribution (ratio 1)."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,19 +27,16 @@ def _config(**agent):
     return c
 
 
-def _first_update(tmp_path, config, loss_overrides=None):
-    """One rollout of 4 episodes and one update on all its samples -> the step's metrics."""
+def _first_updates(tmp_path, config, *loss_overrides):
+    """One rollout of 4 episodes, then one update on all its samples by a fresh learner per
+    entry of `loss_overrides` (None: the config's own loss) -> each step's metrics."""
     run = Run(config, str(tmp_path))
     try:
         learner = run.learner("policy", rl_config_view(config))
-        if loss_overrides:
-            import dataclasses
-
-            learner.cfg = dataclasses.replace(learner.cfg, **loss_overrides)
-        state = learner.init_state(params=jax.tree.map(jnp.copy, learner._params_template))
+        params = learner._params_template
         tasks = run.tasks()
         pool = run.pool("train", [tasks[0]] * 4)
-        trajs = run_episodes(pool, run.agent, run.sampler(), state.params, seeds=[3, 3, 4, 4],
+        trajs = run_episodes(pool, run.agent, run.sampler(), params, seeds=[3, 3, 4, 4],
                              groups=[0, 0, 1, 1], rng=jax.random.key(0))
         samples, _ = build_samples(trajs, config.algo, run.mcfg)
         rng = np.random.default_rng(0)  # random-init episodes all fail: give every sample a
@@ -46,8 +45,15 @@ def _first_update(tmp_path, config, loss_overrides=None):
         shape = BatchShape.fit(samples, len(samples))
         (batches,) = list(epoch_batches(samples, shape, run.mcfg, epochs=1, pad_id=run.pad_id))
         assert batches["input_ids"].shape[:2] == (1, 1)  # exactly one update
-        _, m = learner.step(state, batches)
-        return {k: float(v) for k, v in jax.device_get(m).items()}
+        out = []
+        for overrides in loss_overrides:
+            if overrides:
+                learner = run.learner("policy", rl_config_view(config))
+                learner.cfg = dataclasses.replace(learner.cfg, **overrides)
+            state = learner.init_state(params=jax.tree.map(jnp.copy, params))
+            _, m = learner.step(state, batches)
+            out.append({k: float(v) for k, v in jax.device_get(m).items()})
+        return out
     finally:
         run.close()
 
@@ -55,15 +61,13 @@ def _first_update(tmp_path, config, loss_overrides=None):
 @pytest.mark.slow
 def test_first_update_ratio_is_one_at_temperature_with_top_k(tmp_path):
     """T = 0.7 with top-k 5: the train step's logprobs are those the sampler stored."""
-    m = _first_update(tmp_path / "a", _config(temperature=0.7, top_k=5))
+    # The same rollout recomputed without the temperature and filter (the old train step)
+    # is far from ratio 1: the test can fail; so is it without tiny_cpu's action grammar
+    # (algo.action_tokens_only), which is part of the recomputed policy.
+    m, bad, free = _first_updates(tmp_path, _config(temperature=0.7, top_k=5), None,
+                                  dict(temperature=1.0, top_k=0), dict(grammar=None))
     assert abs(m["ratio_mean"] - 1.0) < 1e-5, m
     assert m["approx_kl"] < 1e-8, m
     assert m["clip_frac"] == 0.0, m
-    # The same rollout recomputed without the temperature and filter (the old train step)
-    # is far from ratio 1: the test can fail.
-    bad = _first_update(tmp_path / "b", _config(temperature=0.7, top_k=5),
-                        dict(temperature=1.0, top_k=0))
     assert bad["approx_kl"] > 1e-3, bad
-    # tiny_cpu's action grammar (algo.action_tokens_only) is part of the recomputed policy.
-    free = _first_update(tmp_path / "c", _config(temperature=0.7, top_k=5), dict(grammar=None))
     assert free["approx_kl"] > 1e-3, free

@@ -1,6 +1,7 @@
 """The jitted train step: sharding invariance, accumulation, RL sanity, SFT, freezing, donation."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -212,8 +213,10 @@ def test_partial_last_update_is_weighted_by_its_real_samples(learner1):
     _assert_trees_close(half, jax.tree.map(lambda g: 0.5 * g, full), atol=1e-6)
 
 
+@functools.cache
 def _on_policy_parts(n_parts=3, seed=4):
-    """Minibatches of 8 samples whose old_logprobs are the tiny model's own (approx_kl 0)."""
+    """Minibatches of 8 samples whose old_logprobs are the tiny model's own (approx_kl 0);
+    computed once (the eager per-sample forwards are slow), shared by the KL tests."""
     model = tiny_model(CFG)
     samples = _samples(8 * n_parts, seed=seed)
     for s in samples:
@@ -221,14 +224,14 @@ def _on_policy_parts(n_parts=3, seed=4):
         logp = jax.nn.log_softmax(logits[s.target_pos], -1)
         s.old_logprobs = np.asarray(
             jnp.take_along_axis(logp, s.input_ids[s.target_pos + 1, None], -1)[:, 0])
-    return [_batch(samples[i * 8:(i + 1) * 8]) for i in range(n_parts)]
+    return tuple(_batch(samples[i * 8:(i + 1) * 8]) for i in range(n_parts))
 
 
-def _approx_kl_at(learner, params, batch):
-    """approx_kl of `params` on one stacked update (its first), forward only."""
-    mbs = jax.tree.map(lambda x: x[0], batch)
-    return float(update_metrics(params, mbs, graphdef=learner.graphdef, rest=learner.rest,
-                                cfg=learner.cfg)["approx_kl"])
+def _approx_kl_fn(learner):
+    """params, one stacked update -> approx_kl of its first update (jitted forward only)."""
+    return jax.jit(lambda params, batch: update_metrics(
+        params, jax.tree.map(lambda x: x[0], batch), graphdef=learner.graphdef,
+        rest=learner.rest, cfg=learner.cfg)["approx_kl"])
 
 
 def test_kl_backtracks_shrink_a_forced_large_step_to_the_bound():
@@ -237,7 +240,7 @@ def test_kl_backtracks_shrink_a_forced_large_step_to_the_bound():
     same update is halved n times (n = kl_backtracks metric) until approx_kl after it is
     <= kl_stop: the params are the old ones plus 2^-n of the full step, and the next
     updates are checked as before."""
-    (part,) = _on_policy_parts(1)
+    part = _on_policy_parts()[0]
     mesh = sharding.make_mesh(devices=jax.devices()[:1])
     stop = 0.01
     out = {}
@@ -248,11 +251,12 @@ def test_kl_backtracks_shrink_a_forced_large_step_to_the_bound():
         state, m = learner.step(start, part)
         out[name] = (learner, p0, state.params, _host(m))
     learner, p0, p_full, m = out["stop"]
-    assert _approx_kl_at(learner, p_full, part) > 10 * stop  # the forced large update
-    learner, _, p_guard, m = out["guard"]
+    approx_kl = _approx_kl_fn(learner)  # the same forward for both (it reads no kl_backtracks)
+    assert float(approx_kl(p_full, part)) > 10 * stop  # the forced large update
+    _, _, p_guard, m = out["guard"]
     n = int(m["kl_backtracks"])
     assert n >= 1 and m["kl_stopped_updates"] == 0
-    assert _approx_kl_at(learner, p_guard, part) <= stop
+    assert float(approx_kl(p_guard, part)) <= stop
     step = jax.tree.map(lambda full, old: (full - old) * 2.0 ** -n + old, _host(p_full), p0)
     _assert_trees_close(_host(p_guard), step, atol=1e-6)
 
@@ -260,7 +264,7 @@ def test_kl_backtracks_shrink_a_forced_large_step_to_the_bound():
 def test_kl_backtracks_drop_a_step_that_no_halving_brings_within_the_bound():
     """One halving allowed of a step that needs many: the update is not applied (the state
     is the initial one) and it counts as a KL-stopped update, as do the ones after it."""
-    parts = _on_policy_parts(2)
+    parts = _on_policy_parts()[:2]
     two = jax.tree.map(lambda *x: np.concatenate(x), *parts)
     mesh = sharding.make_mesh(devices=jax.devices()[:1])
     learner = _learner(mesh, LossConfig(kl_stop=1e-4, kl_backtracks=1), Opt(lr=0.5))
@@ -281,14 +285,7 @@ def test_kl_stop_keeps_the_state_from_the_first_minibatch_over_the_threshold():
     """lr 0.5 on on-policy samples: update 1 runs at approx_kl 0 and moves the policy far;
     update 2's minibatch then measures approx_kl > kl_stop, so it and update 3 are not
     applied: the state equals one update of the first minibatch. Without kl_stop all 3 run."""
-    model = tiny_model(CFG)
-    samples = _samples(24, seed=4)
-    for s in samples:
-        logits = np.asarray(model(s.input_ids[None], s.pixel_values, s.image_grid_thw)[0])
-        logp = jax.nn.log_softmax(logits[s.target_pos], -1)
-        s.old_logprobs = np.asarray(
-            jnp.take_along_axis(logp, s.input_ids[s.target_pos + 1, None], -1)[:, 0])
-    parts = [_batch(samples[i * 8:(i + 1) * 8]) for i in range(3)]
+    parts = _on_policy_parts()
     three = jax.tree.map(lambda *x: np.concatenate(x), *parts)
     mesh = sharding.make_mesh(devices=jax.devices()[:1])
     out = {}
