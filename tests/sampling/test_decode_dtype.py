@@ -12,6 +12,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 from flax import nnx
 from models._tiny import tiny
 
@@ -75,6 +76,7 @@ def test_bf16_decode_needs_the_learner_to_rescore(tmp_path):
     assert not (tmp_path / "refused" / "metrics.jsonl").exists()  # refused before SFT
 
 
+@pytest.mark.slow
 def test_rescoring_replaces_the_samplers_logprobs(tmp_path):
     """f32 sampler: the learner's logprobs equal the sampler's to float rounding (so the
     re-scoring pairs each sample with its own tokens); bf16 sampler: they differ by the

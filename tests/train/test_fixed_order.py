@@ -64,6 +64,7 @@ def test_fixed_order_step_matches_the_default_step(reference, mesh_shape):
     _assert_trees_close(metrics, reference[1], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_fixed_order_is_bit_identical_across_meshes_of_one_size():
     """data=4 / data=2 x fsdp=2 / fsdp=4: same rows per device, same sums, same order."""
     cfg = LossConfig(entropy_coef=0.01)

@@ -35,6 +35,7 @@ def test_nan_advantage_skips_the_update_and_is_counted(learner):
     assert _bits(new) == before  # params, optimizer, step and RNG all unchanged
 
 
+@pytest.mark.slow
 def test_skipped_update_between_good_ones_leaves_no_trace(learner):
     """[good1, NaN, good2] in one call ends where [good1, good2] does, bit for bit."""
     g1, g2 = _batch(_samples(8, seed=4)), _batch(_samples(8, seed=5))

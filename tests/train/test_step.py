@@ -234,6 +234,7 @@ def _approx_kl_fn(learner):
         rest=learner.rest, cfg=learner.cfg)["approx_kl"])
 
 
+@pytest.mark.slow
 def test_kl_backtracks_shrink_a_forced_large_step_to_the_bound():
     """lr 0.5 from approx_kl 0: the KL stop (which measures before a step) applies the first
     update in full and leaves its own minibatch far above kl_stop. With kl_backtracks the
@@ -261,6 +262,7 @@ def test_kl_backtracks_shrink_a_forced_large_step_to_the_bound():
     _assert_trees_close(_host(p_guard), step, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_kl_backtracks_drop_a_step_that_no_halving_brings_within_the_bound():
     """One halving allowed of a step that needs many: the update is not applied (the state
     is the initial one) and it counts as a KL-stopped update, as do the ones after it."""
@@ -281,6 +283,7 @@ def test_kl_backtracks_need_kl_stop():
         LossConfig(kl_backtracks=2)
 
 
+@pytest.mark.slow
 def test_kl_stop_keeps_the_state_from_the_first_minibatch_over_the_threshold():
     """lr 0.5 on on-policy samples: update 1 runs at approx_kl 0 and moves the policy far;
     update 2's minibatch then measures approx_kl > kl_stop, so it and update 3 are not
