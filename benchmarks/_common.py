@@ -69,12 +69,14 @@ def cpu_info() -> dict:
 
 def cpu_kind(cpu: dict | None = None) -> str:
     """The file key of a CPU kind: vendor and family from the model name, plus "-amx" where
-    the CPU has AMX (it changes which library's bf16 is fast): "intel-xeon-amx", "amd-epyc".
-    A ratio is only comparable with one measured on the same kind."""
+    the CPU has AMX (it changes which library's bf16 is fast) and "-avx2" where it lacks
+    AVX-512 (e.g. an EPYC of the Zen 3 generation against Zen 4's): "intel-xeon-amx",
+    "amd-epyc", "amd-epyc-avx2". A ratio is only comparable with one measured on the same kind."""
     cpu = cpu or cpu_info()
     words = re.sub(r"\((R|TM)\)", " ", cpu["model"]).split()
     key = "-".join(w.lower() for w in words[:2] if re.fullmatch(r"[A-Za-z]+", w)) or "cpu"
-    return key + ("-amx" if "amx_tile" in cpu["flags"] else "")
+    return (key + ("-amx" if "amx_tile" in cpu["flags"] else "")
+            + ("" if "avx512f" in cpu["flags"] else "-avx2"))
 
 
 def results_file(name: str, kind: str | None = None) -> Path:

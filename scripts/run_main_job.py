@@ -55,14 +55,23 @@ def _expert(cfg: dict) -> str:
 
 
 def cpu_model() -> str:
+    """The CPU's model name and its widest vector ISA ("AMD EPYC, AVX2 (no AVX-512)"): two
+    CPUs of one model name can differ there, and XLA's code (so a run's floats) with them."""
+    model, flags = platform.processor() or platform.machine(), set()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, val = line.partition(":")
+                if key.strip() == "model name":
+                    model = val.strip()
+                elif key.strip() == "flags":
+                    flags = set(val.split())
+                    break
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return model
+    if "avx512f" in flags:
+        return model + (", AVX-512 + AMX" if "amx_tile" in flags else ", AVX-512")
+    return model + (", AVX2 (no AVX-512)" if "avx2" in flags else "")
 
 
 def group_layouts(cfg: dict) -> str:

@@ -58,8 +58,10 @@ def test_cpu_kind_keys():
     kind = _common().cpu_kind
     assert kind({"model": "Intel(R) Xeon(R) Processor", "flags": ["avx512f", "amx_tile"]}) \
         == "intel-xeon-amx"
-    assert kind({"model": "AMD EPYC 7B13 64-Core Processor", "flags": ["avx2"]}) == "amd-epyc"
-    assert kind({"model": "Intel(R) Core(TM) i7-1185G7 @ 3.00GHz", "flags": []}) \
+    assert kind({"model": "AMD EPYC", "flags": ["avx2", "avx512f", "avx512_bf16"]}) == "amd-epyc"
+    assert kind({"model": "AMD EPYC 7B13 64-Core Processor", "flags": ["avx2"]}) \
+        == "amd-epyc-avx2"
+    assert kind({"model": "Intel(R) Core(TM) i7-1185G7 @ 3.00GHz", "flags": ["avx512f"]}) \
         == "intel-core"
 
 
