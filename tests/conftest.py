@@ -36,13 +36,9 @@ def _importable(name: str) -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Modules with `slow` tests run first (on 2 workers, a long test started last leaves the
-    other worker idle at the end; module order is kept, so module fixtures are built once);
-    `needs_torch` tests skip (one by one, not their whole module) without torch."""
+    """`needs_torch` tests skip (one by one, not their whole module) without torch."""
     import pytest
 
-    heavy = {item.module.__name__ for item in items if "slow" in item.keywords}
-    items.sort(key=lambda item: item.module.__name__ not in heavy)  # stable
     if _importable("torch") and _importable("transformers"):
         return
     skip = pytest.mark.skip(reason="needs torch + transformers (pip install -e '.[test]')")
