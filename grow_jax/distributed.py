@@ -15,6 +15,16 @@ twice that, is the backstop. A process leaving on an uncaught exception does not
 JAX's shutdown barrier (where the others, blocked in a collective with it, would never meet
 it): it exits after `heartbeat_s`, so they see it stop and exit too.
 
+Gloo's 30 s set-up deadline: the first collective over a set of devices (on CPU) builds a
+gloo context, and a process that reaches it more than 30 s after another (still compiling on
+an oversubscribed host, say) makes the other fail with "Gloo context initialization failed:
+DEADLINE_EXCEEDED". Later collectives on those devices reuse the context and wait as long as
+it takes. So `initialize` builds the context of multihost_utils' gathers (one device per
+process: `allgather_objects`, `host_value`, `barrier`) with every process in step, and every
+jitted program whose collectives span processes runs through `lockstep`: its first call per
+signature compiles, waits at a coordination-service barrier (no gloo), then runs, so every
+process enters it within milliseconds.
+
 Work split (`--mode=train`): the world seeds of an iteration's groups are global; process p
 plays the contiguous slice `local_groups(n, P, p)` of them (`local_envs`: its envs), so no two
 processes play one episode and process order equals the single-process env order. Each
@@ -30,6 +40,7 @@ global batch (`global_batch`). Evaluation: process p plays its share of each tas
 from __future__ import annotations
 
 import atexit
+import itertools
 import os
 import pickle
 import sys
@@ -59,8 +70,7 @@ def initialize(spec: str | None = None, num_processes: int | None = None,
     kw = dict(heartbeat_timeout_seconds=2 * heartbeat_s, initialization_timeout=init_timeout_s)
     if spec == "auto":
         jax.distributed.initialize(**kw)
-        _Watchdog.start(heartbeat_s)
-        return True
+        return _started(heartbeat_s)
     if ":" not in spec:
         raise ValueError(f"--distributed must be 'auto', 'none' or HOST:PORT, got {spec!r}")
     if num_processes is None or process_id is None:
@@ -71,8 +81,56 @@ def initialize(spec: str | None = None, num_processes: int | None = None,
     if os.environ.get("JAX_PLATFORMS", "").startswith("cpu"):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(spec, num_processes=num_processes, process_id=process_id, **kw)
+    return _started(heartbeat_s)
+
+
+def _started(heartbeat_s: int) -> bool:
+    """After `jax.distributed.initialize`: the watchdog, then the gathers' gloo context
+    built with every process in step."""
     _Watchdog.start(heartbeat_s)
+    _in_step()
+    barrier("grow_jax/gather-context")
     return True
+
+
+_LOCKSTEP_TIMEOUT_S = 3600  # a peer compiling a large model; a dead one is the watchdog's
+_LOCKSTEP_IDS = itertools.count()  # every process reaches its barriers in the same order
+
+
+def _in_step() -> None:
+    """Waits at a coordination-service barrier (no gloo collective, so no gloo deadline)
+    until every process has arrived; a no-op without a client."""
+    from jax._src import distributed as jax_distributed  # the runtime's client (no API)
+
+    client = getattr(jax_distributed.global_state, "client", None)
+    if client is not None:
+        client.wait_at_barrier(f"grow_jax/lockstep/{next(_LOCKSTEP_IDS)}",
+                               _LOCKSTEP_TIMEOUT_S * 1000)
+
+
+def lockstep(jitted):
+    """`jitted` (a `jax.jit` function), so that in a multi-process run each new argument
+    signature is compiled first and run only once every process has compiled it (see the
+    module docstring: gloo's set-up deadline); `jitted` itself for one process."""
+    import jax
+
+    return jitted if jax.process_count() == 1 else _Lockstep(jitted)
+
+
+class _Lockstep:
+    def __init__(self, jitted):
+        self.jitted, self.compiled = jitted, {}
+
+    def __call__(self, *args):
+        import jax
+
+        leaves, tree = jax.tree.flatten(args)
+        key = (tree, tuple((np.shape(x), str(getattr(x, "dtype", type(x))),
+                            getattr(x, "sharding", None)) for x in leaves))
+        if key not in self.compiled:
+            self.compiled[key] = self.jitted.lower(*args).compile()
+            _in_step()
+        return self.compiled[key](*args)
 
 
 class _Watchdog:

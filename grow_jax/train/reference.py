@@ -38,8 +38,8 @@ class LogprobPass:
 
     def __init__(self, learner: Learner):
         self.learner = learner
-        self._fn = jax.jit(functools.partial(_ref_logprobs, graphdef=learner.graphdef,
-                                             cfg=learner.cfg))
+        self._fn = distributed.lockstep(jax.jit(functools.partial(
+            _ref_logprobs, graphdef=learner.graphdef, cfg=learner.cfg)))
 
     def __call__(self, params, samples: list[Sample], minibatch: int, model_config,
                  pad_id: int = 0) -> list[np.ndarray]:

@@ -402,7 +402,8 @@ class Learner:
         if self.fixed_order:  # the whole state on every device (train/fixed_order.py); a
             # jitted copy, not device_put: multi-process, device_put runs a per-leaf
             # cross-process equality check that can deadlock
-            params = jax.jit(lambda p: p, out_shardings=NamedSharding(self.mesh, P()))(params)
+            params = distributed.lockstep(jax.jit(
+                lambda p: p, out_shardings=NamedSharding(self.mesh, P())))(params)
         opt_state = jax.jit(self.tx.init,
                             out_shardings=opt_state_shardings(self.tx, params, self.mesh))(params)
         rep = NamedSharding(self.mesh, P())
@@ -422,11 +423,11 @@ class Learner:
         if key not in self._compiled:
             st_sh = self.state_shardings(state)
             b_sh = batch_shardings(self.mesh, batches)
-            fn = jax.jit(functools.partial(train_step, graphdef=self.graphdef, rest=self.rest,
-                                           tx=self.tx, cfg=self.cfg, value_tx=self.value_tx,
-                                           reduce_mesh=self.mesh if self.fixed_order else None),
-                         in_shardings=(st_sh, b_sh), out_shardings=(st_sh, None),
-                         donate_argnums=0)
+            fn = distributed.lockstep(jax.jit(
+                functools.partial(train_step, graphdef=self.graphdef, rest=self.rest,
+                                  tx=self.tx, cfg=self.cfg, value_tx=self.value_tx,
+                                  reduce_mesh=self.mesh if self.fixed_order else None),
+                in_shardings=(st_sh, b_sh), out_shardings=(st_sh, None), donate_argnums=0))
             self._compiled[key] = fn, b_sh
         fn, b_sh = self._compiled[key]
         return fn(state, distributed.global_batch(batches, b_sh))  # multi-process: global

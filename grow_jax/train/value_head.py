@@ -51,7 +51,8 @@ class ValuePass:
 
     def __init__(self, learner):
         self.learner = learner
-        self._fn = jax.jit(functools.partial(_values, graphdef=learner.graphdef))
+        self._fn = distributed.lockstep(jax.jit(functools.partial(_values,
+                                                                  graphdef=learner.graphdef)))
 
     def __call__(self, state, samples: list[Sample], minibatch: int, model_config,
                  pad_id: int = 0) -> np.ndarray:

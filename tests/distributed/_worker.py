@@ -5,7 +5,9 @@
 MODE "learn": 3 updates of the tiny model's learner on a data x fsdp mesh over every
 process's devices, from the same synthetic GROW batch; process 0 writes params + metrics
 to OUT (npz). "learn_fixed": the same with the fixed-order step (mesh.fixed_order_reduce). MODE "die": process 1 exits right after start-up; the others keep running
-collectives until the runtime stops them.
+collectives until the runtime stops them. MODE "skew": process 1 arrives 35 s late (past
+gloo's 30 s set-up deadline) at an all-process gather and at a `lockstep` program whose
+all-reduce spans every device; process 0 writes both results to OUT.
 """
 
 import os
@@ -36,6 +38,23 @@ if mode == "die":
     while True:  # a learner step every second, as a training loop would run
         multihost_utils.process_allgather(np.ones(4, np.float32))
         time.sleep(1)
+
+if mode == "skew":
+    import jax.numpy as jnp
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from grow_jax.sharding import make_mesh
+    late = lambda: time.sleep(35 if pid == 1 else 0)  # noqa: E731 - a slow compile, say
+    late()
+    gathered = multihost_utils.process_allgather(np.full(2, pid, np.float32))
+    mesh = make_mesh(data=2, fsdp=2)  # an all-reduce over all 4 devices, as the train step's
+    x = jax.make_array_from_process_local_data(NamedSharding(mesh, P(("data", "fsdp"))),
+                                               np.full(2, pid + 1, np.float32), (4,))
+    late()
+    total = distributed.lockstep(jax.jit(jnp.sum, out_shardings=NamedSharding(mesh, P())))(x)
+    if pid == 0:
+        np.savez(out, gathered=gathered, total=np.asarray(total))
+    sys.exit(0)
 
 from grow_jax import sharding  # noqa: E402
 from grow_jax.data.pipeline import stack_micro_batches  # noqa: E402

@@ -54,6 +54,20 @@ def test_two_processes_match_one(tmp_path, mode):
 
 
 @pytest.mark.slow
+def test_a_late_process_meets_the_others(tmp_path):
+    """A process 35 s behind the other (past gloo's 30 s set-up deadline) at its first
+    gather and at a new `lockstep` program: both run, with the right values."""
+    port = _port()
+    procs = [_start(tmp_path / "x.npz", 2, i, 2, "skew", port) for i in range(2)]
+    for p in procs:
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 0, out[-3000:]
+    got = np.load(tmp_path / "x.npz")
+    np.testing.assert_array_equal(got["gathered"], [[0, 0], [1, 1]])
+    assert float(got["total"]) == 6.0
+
+
+@pytest.mark.slow
 def test_dead_peer_stops_the_others(tmp_path):
     """Process 1 dies; process 0 exits non-zero within 60 s, naming the lost process."""
     port = _port()
