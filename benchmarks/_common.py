@@ -4,10 +4,11 @@ stored per CPU kind, and the regeneration of one section of docs/performance.md.
 from __future__ import annotations
 
 import json
-import platform
 import re
 from pathlib import Path
 from typing import Callable
+
+from grow_jax.hostinfo import cpu_info  # re-exported: the benchmarks record it
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "performance.md"
@@ -49,22 +50,6 @@ MODEL_100M = {
     "vision_start_token_id": 31992,
     "vision_end_token_id": 31993,
 }
-
-
-def cpu_info() -> dict:
-    """CPU model and the matmul-relevant ISA flags (from /proc/cpuinfo on Linux)."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, val = line.partition(":")
-            if key.strip() == "model name":
-                model = val.strip()
-            elif key.strip() == "flags":
-                flags = set(val.split())
-    except OSError:
-        pass
-    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
-    return {"model": model, "flags": [f for f in wanted if f in flags]}
 
 
 def cpu_kind(cpu: dict | None = None) -> str:

@@ -31,13 +31,14 @@ import argparse
 import json
 import math
 import os
-import platform
 import shlex
 import subprocess
 import sys
 import time
 
 import numpy as np
+
+from grow_jax.hostinfo import cpu_label
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START, END = "<!-- main-job:start -->", "<!-- main-job:end -->"
@@ -52,26 +53,6 @@ MIN_GAIN, MIN_MEAN_GAIN, MIN_END_OVER_BEST, MAX_WALL_MIN = 20.0, 40.0, 0.9, 10.0
 def _expert(cfg: dict) -> str:
     """Who played the SFT demonstrations: BabyAI's bot, or another suite's scripted expert."""
     return "bot" if cfg["env"].get("suite", "babyai") == "babyai" else "scripted-expert"
-
-
-def cpu_model() -> str:
-    """The CPU's model name and its widest vector ISA ("AMD EPYC, AVX2 (no AVX-512)"): two
-    CPUs of one model name can differ there, and XLA's code (so a run's floats) with them."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, val = line.partition(":")
-                if key.strip() == "model name":
-                    model = val.strip()
-                elif key.strip() == "flags":
-                    flags = set(val.split())
-                    break
-    except OSError:
-        return model
-    if "avx512f" in flags:
-        return model + (", AVX-512 + AMX" if "amx_tile" in flags else ", AVX-512")
-    return model + (", AVX2 (no AVX-512)" if "avx2" in flags else "")
 
 
 def group_layouts(cfg: dict) -> str:
@@ -130,7 +111,7 @@ def run_seeds(root: str, config: str, seeds: list[int], extra: list[str], parall
             print(f"[main-job] seed {seed} failed (exit {rc}); see {wd}/stdout.log", flush=True)
             continue
         with open(os.path.join(wd, "timing.json"), "w") as f:
-            json.dump(dict(timing, cpus=os.cpu_count(), cpu_model=cpu_model(),
+            json.dump(dict(timing, cpus=os.cpu_count(), cpu_model=cpu_label(),
                            parallel=parallel), f)
         print(f"[main-job] seed {seed} done in {timing['wall_s'] / 60:.1f} min", flush=True)
     if failed:
