@@ -53,6 +53,7 @@ def get_config():
     r.groups_per_iter = 12  # four worlds per achievement per iteration
     r.minibatch_size = 256
     r.warmup_steps = 5
+    r.lr = 5e-4  # as docs/crafter_job.md ran (tiny_cpu's main job moved to 1e-3 later)
     s = c.sft
     s.demo_episodes = 45
     s.steps = 300

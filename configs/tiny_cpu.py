@@ -33,12 +33,14 @@ Choices (measured with scripts/run_main_job.py; README has the figures):
   iteration's updates once its approx_kl exceeds `rl.target_kl` (a minibatch's, 1.5x),
   the learning rate warms up over the first iteration (fresh Adam moments make the first
   steps full-size) and decays (cosine) so late updates on a sharp policy are small.
-- lr 5e-4: at 1e-3 (with the grammar) seeds learned faster but the first update of an
-  iteration, where every ratio is 1 and clipping cannot act yet, sometimes moved the policy
-  to approx_kl 0.3-0.5 on its own (a few rare sampled actions with large advantages steer
-  a full-size Adam step), and training success fell by half within an iteration. The
-  per-minibatch KL check stops the updates after such a step, not the step itself; a
-  smaller step does. 60 iterations (30 left every seed still rising).
+- lr 1e-3 with the guard below. Before the guard, lr was 5e-4: at 1e-3 the first update of
+  an iteration, where every ratio is 1 and clipping cannot act yet, sometimes moved the
+  policy to approx_kl 0.3-0.5 on its own (a few rare sampled actions with large advantages
+  steer a full-size Adam step), and the per-minibatch KL check only stops the updates after
+  such a step. The guard halves or drops exactly that step; with it, 5e-4 left two seeds of
+  five learning slowly on an AMD EPYC without AVX-512 (+16.4 and +28.6 points in 60
+  iterations, docs/main_job_zen3.md), and 1e-3 made them +41.6 and +61.0 (README's table;
+  docs/stability.md). 60 iterations (30 left every seed still rising).
 - A look-ahead KL guard (`rl.kl_backtracks=4`): each update is measured on its own
   minibatch before it is applied and halved (or dropped) while it would lift approx_kl above
   1.5 x target_kl. Without it, on an AMD EPYC one seed of five (seed 4) took one update to
@@ -86,7 +88,7 @@ def get_config():
     r.groups_per_iter = 16
     r.epochs = 4  # 2 epochs: 37% after 20 iterations; 4 epochs: 57% (300 eval episodes)
     r.minibatch_size = 512
-    r.lr = 5e-4  # 1e-3: single first-of-iteration updates spiked to approx_kl 0.3-0.5
+    r.lr = 1e-3  # 5e-4 before the guard (first-of-iteration spikes), slow with it
     r.warmup_steps = 20  # ~one iteration's updates: fresh Adam made seed 0's first one spike
     r.grad_clip = 1.0
     r.target_kl = 0.03  # skip an iteration's remaining epochs after an approx_kl spike
